@@ -1,0 +1,1 @@
+//! Embedded adapter: one SQLite file (being written).
