@@ -5,7 +5,9 @@
 
 pub mod answer;
 pub mod call;
+pub mod nodes;
 pub mod phone;
+pub mod token;
 
 pub use answer::{AnswerAction, AnswerPlan};
 pub use call::{apply, CallState, Transition};
