@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine with Rust. Installs what it needs
+# (idempotently), starts moto_server on 127.0.0.1 for the DynamoDB/SQS contract tests, runs every
+# Rust test and the CDK app's tests. Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# --- system packages --------------------------------------------------------------------------
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if ((${#need_apt[@]})); then
+  log "installing ${need_apt[*]}"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# --- python tools -----------------------------------------------------------------------------
+if ! command -v moto_server >/dev/null; then
+  log "installing moto[server]"
+  python3 -m pip install --quiet 'moto[server]'
+fi
+
+# Never let an AWS SDK probe the EC2 metadata address or read real credentials.
+export AWS_EC2_METADATA_DISABLED=true
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=ap-south-1
+unset AWS_PROFILE AWS_SESSION_TOKEN || true
+
+# --- moto ---------------------------------------------------------------------------------------
+moto_port=${VAANI_MOTO_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+moto_log=$(mktemp -t vaani-moto.XXXXXX)
+log "starting moto_server on 127.0.0.1:$moto_port"
+moto_server -H 127.0.0.1 -p "$moto_port" >"$moto_log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true; rm -f "$moto_log"' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { cat "$moto_log"; echo "moto_server did not start" >&2; exit 1; }
+export VAANI_TEST_MOTO_URL="http://127.0.0.1:$moto_port" VAANI_REQUIRE_MOTO=1
+
+# --- Rust ---------------------------------------------------------------------------------------
+log "cargo test (workspace)"
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked
+
+# --- CDK ----------------------------------------------------------------------------------------
+if [ -f "$root/cdk/package.json" ]; then
+  log "CDK app tests"
+  (cd "$root/cdk" && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm test --silent)
+fi
+log "all tests passed"

@@ -1,0 +1,483 @@
+//! Command definitions and their handlers.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use vaani_events::Provider;
+use vaani_store::{ProviderCredentials, Stores, Tenant};
+use vaani_telephony::common::ExotelAuth;
+use vaani_telephony::{VerifyConfig, WebhookRequest};
+
+#[derive(Debug, Parser)]
+#[command(name = "vaani", version, about = "Voice-AI telephony: answer and place phone calls with AI agents")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the control plane locally on embedded defaults (SQLite store and queue) and print the
+    /// webhook URLs to point a provider (or curl) at.
+    Dev(DevArgs),
+    /// Verify, sign or parse provider webhooks offline.
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+    /// Inspect calls in the local store.
+    #[command(subcommand)]
+    Calls(CallsCmd),
+    /// Manage tenants and their provider credentials in the local store.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DataArg {
+    /// Local data directory (default: $VAANI_DATA, else ~/.local/share/vaani).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+impl DataArg {
+    pub fn dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(crate::local::default_data_dir)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address for the HTTP server (webhooks, health).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http: SocketAddr,
+    /// Public base URL providers use to reach this server (e.g. an https tunnel); webhook
+    /// signatures are checked against it. Default: http://<--http>.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCmd {
+    /// Check a webhook's signature / credentials. Prints `valid` (exit 0) or `invalid: <reason>` (exit 1).
+    Verify(VerifyArgs),
+    /// Compute the signature headers a provider would send (for curl and tests).
+    Sign(SignArgs),
+    /// Parse a status/answer webhook body into the normalized call event (JSON on stdout).
+    Parse(ParseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub provider: Provider,
+    /// Auth token (Twilio, SignalWire, Plivo, Exotel) or Telnyx's Ed25519 public key (base64).
+    #[arg(long)]
+    pub secret: String,
+    /// The full public URL the provider requested, query included.
+    #[arg(long)]
+    pub url: String,
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// A request header, `Name: value`; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
+    pub headers: Vec<String>,
+    /// The raw request body; `-` reads stdin. Default: empty body.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Current time for timestamp checks (RFC 3339 or Unix seconds). Default: now.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Telnyx replay window in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub replay_window: u64,
+    /// Plivo main-account auth token (checks X-Plivo-Signature-Ma-V3).
+    #[arg(long)]
+    pub main_secret: Option<String>,
+    /// Exotel: the request's source IP, checked against --allow-cidr.
+    #[arg(long)]
+    pub source_ip: Option<IpAddr>,
+    /// Exotel: allowed source network (CIDR); repeatable.
+    #[arg(long = "allow-cidr")]
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Exotel: required HTTP Basic user (the API key).
+    #[arg(long)]
+    pub basic_user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[arg(long)]
+    pub provider: Provider,
+    /// Auth token, or for Telnyx the Ed25519 private key seed (base64, 32 bytes).
+    #[arg(long)]
+    pub secret: String,
+    #[arg(long)]
+    pub url: String,
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Content type of the body (form unless it says json).
+    #[arg(long, default_value = "application/x-www-form-urlencoded")]
+    pub content_type: String,
+    /// Plivo nonce / Telnyx timestamp (default: random / now).
+    #[arg(long)]
+    pub nonce: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    #[arg(long)]
+    pub provider: Provider,
+    /// Body content type; default: JSON if the body looks like JSON, else form-encoded.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// The raw body; `-` or absent reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// Query string of the webhook URL (our call id may travel there as vaani_call_id=…).
+    #[arg(long)]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallsCmd {
+    /// List calls, newest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Show one call (our call id or the provider's call id) with its events.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create or update a tenant, and optionally one provider's credentials.
+    Set(TenantSetArgs),
+    /// Show a tenant (secrets masked unless --reveal).
+    Show {
+        id: String,
+        #[arg(long)]
+        reveal: bool,
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TenantSetArgs {
+    pub id: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Said to callers when no media node can take the call.
+    #[arg(long)]
+    pub fallback_message: Option<String>,
+    #[arg(long, requires = "secret")]
+    pub provider: Option<Provider>,
+    /// The provider's auth token (Telnyx: Ed25519 public key, base64).
+    #[arg(long, requires = "provider")]
+    pub secret: Option<String>,
+    /// Account SID / Auth ID / project id.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Exotel API key (HTTP Basic user) / Telnyx API key.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Plivo main-account token.
+    #[arg(long)]
+    pub main_secret: Option<String>,
+    /// Exotel: allowed source network; repeatable.
+    #[arg(long = "allow-cidr")]
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Dev(args) => crate::dev::run(args).await.map(|()| ExitCode::SUCCESS),
+        Cmd::Webhook(WebhookCmd::Verify(a)) => Ok(verify(a)),
+        Cmd::Webhook(WebhookCmd::Sign(a)) => sign(a),
+        Cmd::Webhook(WebhookCmd::Parse(a)) => Ok(parse(a)),
+        Cmd::Calls(c) => calls(c).await,
+        Cmd::Tenant(t) => tenant(t).await,
+    }
+}
+
+/// Exit code 2 with a message: a usage error.
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn read_body(path: Option<&PathBuf>, stdin_if_none: bool) -> std::io::Result<Vec<u8>> {
+    match path {
+        Some(p) if p.as_os_str() != "-" => std::fs::read(p),
+        None if !stdin_if_none => Ok(Vec::new()),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            Ok(buf)
+        }
+    }
+}
+
+fn parse_now(s: Option<&str>) -> Result<DateTime<Utc>, String> {
+    let Some(s) = s else { return Ok(Utc::now()) };
+    if let Ok(n) = s.trim().parse::<i64>() {
+        return DateTime::from_timestamp(n, 0).ok_or_else(|| format!("--now out of range: {s}"));
+    }
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|_| format!("--now must be RFC 3339 or Unix seconds, got {s:?}"))
+}
+
+fn build_request(method: &str, url: &str, headers: &[String], body: Vec<u8>, source_ip: Option<IpAddr>) -> Result<WebhookRequest, String> {
+    let method = http::Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("bad --method {method:?}"))?;
+    if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("wss://") || url.starts_with("ws://")) {
+        return Err(format!("--url must be an absolute http(s) or ws(s) URL, got {url:?}"));
+    }
+    let mut map = http::HeaderMap::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?} is not 'Name: value'"))?;
+        let name = http::header::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("bad header name in {h:?}"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("bad header value in {h:?}"))?;
+        map.append(name, value);
+    }
+    Ok(WebhookRequest {
+        method,
+        url: url.to_string(),
+        headers: map,
+        body: body.into(),
+        source_ip,
+    })
+}
+
+fn verify(a: VerifyArgs) -> ExitCode {
+    let body = match read_body(a.body_file.as_ref(), false) {
+        Ok(b) => b,
+        Err(e) => return usage(format_args!("cannot read --body-file: {e}")),
+    };
+    let now = match parse_now(a.now.as_deref()) {
+        Ok(n) => n,
+        Err(e) => return usage(e),
+    };
+    let req = match build_request(&a.method, &a.url, &a.headers, body, a.source_ip) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    let mut cfg = VerifyConfig::new(a.secret, now);
+    cfg.main_account_secret = a.main_secret;
+    cfg.replay_window = std::time::Duration::from_secs(a.replay_window);
+    cfg.exotel = ExotelAuth { basic_user: a.basic_user, allow_cidrs: a.allow_cidrs };
+    match vaani_telephony::verify(a.provider, &req, &cfg) {
+        Ok(()) => {
+            println!("valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("invalid: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
+    let body = read_body(a.body_file.as_ref(), false).context("reading --body-file")?;
+    let headers = crate::dev::sign_headers(a.provider, &a.secret, &a.method, &a.url, &a.content_type, &body, a.nonce.as_deref())?;
+    for (k, v) in headers {
+        println!("{k}: {v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse(a: ParseArgs) -> ExitCode {
+    let body = match read_body(a.body_file.as_ref(), true) {
+        Ok(b) => b,
+        Err(e) => return usage(format_args!("cannot read the body: {e}")),
+    };
+    match vaani_telephony::parse(a.provider, a.content_type.as_deref(), &body, a.query.as_deref()) {
+        Ok(ev) => match serde_json::to_string(&ev) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot serialize the event: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("error: malformed {} webhook: {e}", a.provider);
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn find_call(stores: &Stores, id: &str) -> anyhow::Result<Option<vaani_store::CallRecord>> {
+    let all = stores.calls.list_calls(None, usize::MAX).await?;
+    Ok(all
+        .into_iter()
+        .find(|c| c.call_id == id || c.provider_call_id == id))
+}
+
+async fn calls(c: CallsCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        CallsCmd::List { json, tenant, limit, data } => {
+            let stores = crate::local::open_store(&data.dir())?;
+            let list = stores.calls.list_calls(tenant.as_deref(), limit).await?;
+            if json {
+                let rows: Vec<_> = list.iter().map(call_json).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if list.is_empty() {
+                println!("no calls in {}", data.dir().display());
+            } else {
+                println!("{:<30} {:<10} {:<10} {:<11} {:<16} {:<16} {:>6} {}", "CALL", "TENANT", "PROVIDER", "STATUS", "FROM", "TO", "SECS", "CREATED");
+                for r in &list {
+                    let s = &r.state;
+                    println!(
+                        "{:<30} {:<10} {:<10} {:<11} {:<16} {:<16} {:>6} {}",
+                        r.call_id,
+                        r.tenant,
+                        r.provider,
+                        s.status,
+                        s.from.as_deref().map(vaani_core::phone::mask).unwrap_or_default(),
+                        s.to.as_deref().map(vaani_core::phone::mask).unwrap_or_default(),
+                        s.duration_s.map(|d| d.to_string()).unwrap_or_default(),
+                        r.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CallsCmd::Show { id, json, data } => {
+            let stores = crate::local::open_store(&data.dir())?;
+            let Some(rec) = find_call(&stores, &id).await? else {
+                eprintln!("error: no call {id:?} in {}", data.dir().display());
+                return Ok(ExitCode::from(1));
+            };
+            let events = stores.events.list_events(&rec.tenant, &rec.call_id).await?;
+            let mut v = call_json(&rec);
+            v["events"] = serde_json::Value::Array(
+                events
+                    .iter()
+                    .map(|e| serde_json::json!({"event_id": e.event_id, "received_at": e.received_at, "enqueued": e.enqueued, "event": e.event}))
+                    .collect(),
+            );
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn call_json(r: &vaani_store::CallRecord) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "call_id": r.call_id,
+        "tenant": r.tenant,
+        "provider": r.provider,
+        "provider_call_id": r.provider_call_id,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "node_id": r.node_id,
+        "version": r.version,
+    });
+    if let (Some(obj), Ok(serde_json::Value::Object(state))) = (v.as_object_mut(), serde_json::to_value(&r.state)) {
+        for (k, val) in state {
+            if k != "detail_key" {
+                obj.insert(k, val);
+            }
+        }
+    }
+    v
+}
+
+fn mask_secret(s: &str) -> String {
+    if s.len() <= 4 {
+        "****".into()
+    } else {
+        format!("{}{}", s.chars().take(2).collect::<String>(), "*".repeat(6))
+    }
+}
+
+async fn tenant(t: TenantCmd) -> anyhow::Result<ExitCode> {
+    match t {
+        TenantCmd::Set(a) => {
+            let stores = crate::local::open_store(&a.data.dir())?;
+            let mut tenant = stores.tenants.get_tenant(&a.id).await?.unwrap_or_else(|| Tenant {
+                id: a.id.clone(),
+                name: a.id.clone(),
+                fallback_message: crate::dev::DEFAULT_FALLBACK.to_string(),
+                credentials: Default::default(),
+            });
+            if crate::dev::valid_tenant_id(&a.id).is_err() {
+                bail!("tenant id must be 1-64 characters of A-Z a-z 0-9 - _");
+            }
+            if let Some(n) = a.name {
+                tenant.name = n;
+            }
+            if let Some(m) = a.fallback_message {
+                tenant.fallback_message = m;
+            }
+            if let (Some(p), Some(secret)) = (a.provider, a.secret) {
+                let entry = tenant.credentials.entry(p).or_default();
+                *entry = ProviderCredentials {
+                    account: a.account.unwrap_or_else(|| entry.account.clone()),
+                    secret,
+                    main_account_secret: a.main_secret.or_else(|| entry.main_account_secret.clone()),
+                    api_key: a.api_key.or_else(|| entry.api_key.clone()),
+                    allow_cidrs: if a.allow_cidrs.is_empty() {
+                        entry.allow_cidrs.clone()
+                    } else {
+                        a.allow_cidrs.iter().map(|c| c.to_string()).collect()
+                    },
+                };
+            }
+            stores.tenants.put_tenant(&tenant).await?;
+            println!("tenant {} saved", tenant.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCmd::Show { id, reveal, data } => {
+            let stores = crate::local::open_store(&data.dir())?;
+            let Some(mut tenant) = stores.tenants.get_tenant(&id).await? else {
+                eprintln!("error: no tenant {id:?}");
+                return Ok(ExitCode::from(1));
+            };
+            if !reveal {
+                for c in tenant.credentials.values_mut() {
+                    c.secret = mask_secret(&c.secret);
+                    c.main_account_secret = c.main_account_secret.as_deref().map(mask_secret);
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&tenant)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The local data directory shared by `vaani dev`, `vaani calls` and `vaani tenant`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use vaani_store::embedded::EmbeddedStore;
+use vaani_store::Stores;
+
+/// Default data directory: `$VAANI_DATA`, else `$XDG_DATA_HOME/vaani`, else
+/// `~/.local/share/vaani`, else `./.vaani`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("VAANI_DATA").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("vaani");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(h).join(".local/share/vaani");
+    }
+    PathBuf::from(".vaani")
+}
+
+pub fn open_store(dir: &Path) -> anyhow::Result<Stores> {
+    let store = EmbeddedStore::open(dir)
+        .with_context(|| format!("opening the local store in {}", dir.display()))?;
+    Ok(store.stores())
+}
+
+/// The HMAC key for media tokens, created on first use and kept in the data directory (0600).
+pub fn media_token_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("media-token.key");
+    if let Ok(hex) = std::fs::read_to_string(&path) {
+        let key = decode_hex(hex.trim()).with_context(|| format!("{} is corrupt", path.display()))?;
+        if key.len() >= 32 {
+            return Ok(key);
+        }
+    }
+    let key = random_bytes(32)?;
+    std::fs::create_dir_all(dir)?;
+    write_private(&path, &encode_hex(&key))?;
+    Ok(key)
+}
+
+pub fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("reading /dev/urandom")?;
+    Ok(buf)
+}
+
+pub fn encode_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! End-to-end tests of the `vaani` binary: the exact CLI surface the README documents, and
+//! `vaani dev` serving real HTTP over the embedded store.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn vaani(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vaani"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run vaani")
+}
+
+fn vaani_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaani"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vaani");
+    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+const VECTOR_URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
+const VECTOR_BODY: &str =
+    "CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234&From=%2B12349013030&To=%2B18005551212";
+
+#[test]
+fn verify_prints_valid_or_invalid_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, VECTOR_BODY).unwrap();
+    let body = body.to_str().unwrap();
+    let ok = vaani(&[
+        "webhook", "verify", "--provider", "twilio", "--secret", "12345", "--url", VECTOR_URL,
+        "-H", "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=",
+        "-H", "Content-Type: application/x-www-form-urlencoded", "--body-file", body,
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert_eq!(stdout(&ok), "valid");
+
+    let bad = vaani(&[
+        "webhook", "verify", "--provider", "twilio", "--secret", "54321", "--url", VECTOR_URL,
+        "-H", "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=", "--body-file", body,
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stdout(&bad).starts_with("invalid: "), "{}", stdout(&bad));
+
+    let stdin = vaani_stdin(
+        &[
+            "webhook", "verify", "--provider", "twilio", "--secret", "12345", "--url", VECTOR_URL,
+            "-H", "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=", "--body-file", "-",
+        ],
+        VECTOR_BODY.as_bytes(),
+    );
+    assert_eq!(stdout(&stdin), "valid");
+
+    let usage = vaani(&["webhook", "verify", "--provider", "twilio", "--url", VECTOR_URL]);
+    assert_eq!(usage.status.code(), Some(2), "missing --secret is a usage error");
+    let usage = vaani(&["webhook", "verify", "--provider", "skype", "--secret", "x", "--url", VECTOR_URL]);
+    assert_eq!(usage.status.code(), Some(2));
+    let usage = vaani(&[
+        "webhook", "verify", "--provider", "twilio", "--secret", "x", "--url", VECTOR_URL, "-H", "no-colon",
+    ]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn parse_prints_one_normalized_event() {
+    let out = vaani_stdin(
+        &["webhook", "parse", "--provider", "twilio"],
+        b"CallSid=CA1&AccountSid=AC1&CallStatus=no-answer&Direction=outbound-api&From=09876543210&To=%2B14155550100&CallDuration=0&SequenceNumber=2",
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["provider"], "twilio");
+    assert_eq!(v["provider_call_id"], "CA1");
+    assert_eq!(v["status"], "no_answer");
+    assert_eq!(v["direction"], "outbound");
+    assert_eq!(v["from"], "+919876543210");
+    assert_eq!(v["to"], "+14155550100");
+    assert_eq!(v["sequence"], 2);
+    assert_eq!(v["raw"]["CallStatus"], "no-answer");
+
+    let bad = vaani_stdin(&["webhook", "parse", "--provider", "telnyx", "--content-type", "application/json"], b"{not json");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("malformed"));
+}
+
+struct Dev {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_dev(data: &str) -> Dev {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaani"))
+        .args(["dev", "--http", "127.0.0.1:0", "--data", data])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn vaani dev");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.strip_prefix("ready ") {
+            let addr = rest
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix("http="))
+                .expect("ready line names the http address")
+                .to_string();
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return Dev { child, addr };
+        }
+    }
+    panic!("vaani dev did not print a ready line");
+}
+
+/// A minimal HTTP/1.1 POST over a plain socket (loopback only).
+fn post(addr: &str, path: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn dev_serves_verified_webhooks_into_the_local_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let dev = start_dev(data);
+    let set = vaani(&["tenant", "set", "demo", "--provider", "twilio", "--secret", "dev-token", "--data", data]);
+    assert_eq!(set.status.code(), Some(0), "{set:?}");
+
+    let url = format!("http://{}/v1/demo/twilio/status", dev.addr);
+    let body = "CallSid=CAe2e&AccountSid=AC1&CallStatus=completed&Direction=inbound&From=%2B919876543210&To=%2B918047491899&CallDuration=61&SequenceNumber=4";
+    let body_file = dir.path().join("status.form");
+    std::fs::write(&body_file, body).unwrap();
+    let signed = vaani(&[
+        "webhook", "sign", "--provider", "twilio", "--secret", "dev-token", "--url", &url,
+        "--body-file", body_file.to_str().unwrap(),
+    ]);
+    assert_eq!(signed.status.code(), Some(0), "{signed:?}");
+    let mut headers: Vec<(String, String)> = stdout(&signed)
+        .lines()
+        .filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
+
+    // Unsigned: refused, nothing stored.
+    let (code, _) = post(&dev.addr, "/v1/demo/twilio/status", &headers[headers.len() - 1..], body);
+    assert_eq!(code, 401);
+    // Signed, three times (a provider retrying): one call, one event.
+    for _ in 0..3 {
+        let (code, resp) = post(&dev.addr, "/v1/demo/twilio/status", &headers, body);
+        assert_eq!(code, 200, "{resp}");
+    }
+    let (code, _) = post(&dev.addr, "/healthz", &[], "");
+    assert_eq!(code, 405, "healthz answers GET only");
+
+    let list = vaani(&["calls", "list", "--json", "--data", data]);
+    let calls: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    assert_eq!(calls.as_array().map(Vec::len), Some(1), "{calls}");
+    assert_eq!(calls[0]["status"], "completed");
+    assert_eq!(calls[0]["duration_s"], 61);
+    let show = vaani(&["calls", "show", "CAe2e", "--json", "--data", data]);
+    let call: serde_json::Value = serde_json::from_str(&stdout(&show)).unwrap();
+    assert_eq!(call["provider_call_id"], "CAe2e");
+    assert_eq!(call["events"].as_array().map(Vec::len), Some(1));
+    let table = vaani(&["calls", "list", "--data", data]);
+    assert!(stdout(&table).contains("+91********10"), "numbers are masked: {}", stdout(&table));
+    let missing = vaani(&["calls", "show", "nope", "--data", data]);
+    assert_eq!(missing.status.code(), Some(1));
+}
