@@ -190,8 +190,6 @@ impl Fields {
             Fields::from_json(body)
         } else if ct.is_empty() || ct == "application/x-www-form-urlencoded" || ct == "text/plain" {
             Ok(Fields::from_form(body))
-        } else if ct == "multipart/form-data" {
-            Err(ParseError::ContentType(ct))
         } else {
             Err(ParseError::ContentType(ct))
         }
@@ -308,7 +306,7 @@ pub fn parse_u64(field: &'static str, s: &str) -> Result<u64, ParseError> {
         return Ok(n);
     }
     match t.parse::<f64>() {
-        Ok(f) if f.is_finite() && f >= 0.0 && f < 1e15 => Ok(f.round() as u64),
+        Ok(f) if (0.0..1e15).contains(&f) => Ok(f.round() as u64),
         _ => Err(ParseError::BadValue { field, value: s.to_string() }),
     }
 }

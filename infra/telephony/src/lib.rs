@@ -66,11 +66,12 @@ pub fn render_answer(provider: Provider, plan: &AnswerPlan) -> Result<AnswerDocu
 /// Signature headers decide first; field names second. `None` when nothing matches.
 pub fn detect_provider(req: &WebhookRequest) -> Option<Provider> {
     let h = |name: &str| req.headers.contains_key(name);
-    if h("x-twilio-signature") {
-        return Some(Provider::Twilio);
-    }
+    // SignalWire may send X-Twilio-Signature too, so its own header decides first.
     if h("x-signalwire-signature") {
         return Some(Provider::Signalwire);
+    }
+    if h("x-twilio-signature") {
+        return Some(Provider::Twilio);
     }
     if h("x-plivo-signature-v3") || h("x-plivo-signature-v2") || h("x-plivo-signature") {
         return Some(Provider::Plivo);
