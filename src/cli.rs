@@ -14,7 +14,11 @@ use vaani_telephony::common::ExotelAuth;
 use vaani_telephony::{VerifyConfig, WebhookRequest};
 
 #[derive(Debug, Parser)]
-#[command(name = "vaani", version, about = "Voice-AI telephony: answer and place phone calls with AI agents")]
+#[command(
+    name = "vaani",
+    version,
+    about = "Voice-AI telephony: answer and place phone calls with AI agents"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -45,7 +49,9 @@ pub struct DataArg {
 
 impl DataArg {
     pub fn dir(&self) -> PathBuf {
-        self.data.clone().unwrap_or_else(crate::local::default_data_dir)
+        self.data
+            .clone()
+            .unwrap_or_else(crate::local::default_data_dir)
     }
 }
 
@@ -251,11 +257,23 @@ fn parse_now(s: Option<&str>) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("--now must be RFC 3339 or Unix seconds, got {s:?}"))
 }
 
-fn build_request(method: &str, url: &str, headers: &[String], body: Vec<u8>, source_ip: Option<IpAddr>) -> Result<WebhookRequest, String> {
+fn build_request(
+    method: &str,
+    url: &str,
+    headers: &[String],
+    body: Vec<u8>,
+    source_ip: Option<IpAddr>,
+) -> Result<WebhookRequest, String> {
     let method = http::Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("bad --method {method:?}"))?;
-    if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("wss://") || url.starts_with("ws://")) {
-        return Err(format!("--url must be an absolute http(s) or ws(s) URL, got {url:?}"));
+    if !(url.starts_with("https://")
+        || url.starts_with("http://")
+        || url.starts_with("wss://")
+        || url.starts_with("ws://"))
+    {
+        return Err(format!(
+            "--url must be an absolute http(s) or ws(s) URL, got {url:?}"
+        ));
     }
     let mut map = http::HeaderMap::new();
     for h in headers {
@@ -293,7 +311,10 @@ fn verify(a: VerifyArgs) -> ExitCode {
     let mut cfg = VerifyConfig::new(a.secret, now);
     cfg.main_account_secret = a.main_secret;
     cfg.replay_window = std::time::Duration::from_secs(a.replay_window);
-    cfg.exotel = ExotelAuth { basic_user: a.basic_user, allow_cidrs: a.allow_cidrs };
+    cfg.exotel = ExotelAuth {
+        basic_user: a.basic_user,
+        allow_cidrs: a.allow_cidrs,
+    };
     match vaani_telephony::verify(a.provider, &req, &cfg) {
         Ok(()) => {
             println!("valid");
@@ -308,7 +329,15 @@ fn verify(a: VerifyArgs) -> ExitCode {
 
 fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     let body = read_body(a.body_file.as_ref(), false).context("reading --body-file")?;
-    let headers = crate::dev::sign_headers(a.provider, &a.secret, &a.method, &a.url, &a.content_type, &body, a.nonce.as_deref())?;
+    let headers = crate::dev::sign_headers(
+        a.provider,
+        &a.secret,
+        &a.method,
+        &a.url,
+        &a.content_type,
+        &body,
+        a.nonce.as_deref(),
+    )?;
     for (k, v) in headers {
         println!("{k}: {v}");
     }
@@ -320,7 +349,12 @@ fn parse(a: ParseArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return usage(format_args!("cannot read the body: {e}")),
     };
-    match vaani_telephony::parse(a.provider, a.content_type.as_deref(), &body, a.query.as_deref()) {
+    match vaani_telephony::parse(
+        a.provider,
+        a.content_type.as_deref(),
+        &body,
+        a.query.as_deref(),
+    ) {
         Ok(ev) => match serde_json::to_string(&ev) {
             Ok(s) => {
                 println!("{s}");
@@ -347,7 +381,12 @@ async fn find_call(stores: &Stores, id: &str) -> anyhow::Result<Option<vaani_sto
 
 async fn calls(c: CallsCmd) -> anyhow::Result<ExitCode> {
     match c {
-        CallsCmd::List { json, tenant, limit, data } => {
+        CallsCmd::List {
+            json,
+            tenant,
+            limit,
+            data,
+        } => {
             let stores = crate::local::open_store(&data.dir())?;
             let list = stores.calls.list_calls(tenant.as_deref(), limit).await?;
             if json {
@@ -356,7 +395,10 @@ async fn calls(c: CallsCmd) -> anyhow::Result<ExitCode> {
             } else if list.is_empty() {
                 println!("no calls in {}", data.dir().display());
             } else {
-                println!("{:<30} {:<10} {:<10} {:<11} {:<16} {:<16} {:>6} {}", "CALL", "TENANT", "PROVIDER", "STATUS", "FROM", "TO", "SECS", "CREATED");
+                println!(
+                    "{:<30} {:<10} {:<10} {:<11} {:<16} {:<16} {:>6} {}",
+                    "CALL", "TENANT", "PROVIDER", "STATUS", "FROM", "TO", "SECS", "CREATED"
+                );
                 for r in &list {
                     let s = &r.state;
                     println!(
@@ -365,8 +407,13 @@ async fn calls(c: CallsCmd) -> anyhow::Result<ExitCode> {
                         r.tenant,
                         r.provider,
                         s.status,
-                        s.from.as_deref().map(vaani_core::phone::mask).unwrap_or_default(),
-                        s.to.as_deref().map(vaani_core::phone::mask).unwrap_or_default(),
+                        s.from
+                            .as_deref()
+                            .map(vaani_core::phone::mask)
+                            .unwrap_or_default(),
+                        s.to.as_deref()
+                            .map(vaani_core::phone::mask)
+                            .unwrap_or_default(),
                         s.duration_s.map(|d| d.to_string()).unwrap_or_default(),
                         r.created_at.format("%Y-%m-%d %H:%M:%S"),
                     );
@@ -409,7 +456,9 @@ fn call_json(r: &vaani_store::CallRecord) -> serde_json::Value {
         "node_id": r.node_id,
         "version": r.version,
     });
-    if let (Some(obj), Ok(serde_json::Value::Object(state))) = (v.as_object_mut(), serde_json::to_value(&r.state)) {
+    if let (Some(obj), Ok(serde_json::Value::Object(state))) =
+        (v.as_object_mut(), serde_json::to_value(&r.state))
+    {
         for (k, val) in state {
             if k != "detail_key" {
                 obj.insert(k, val);
@@ -431,12 +480,16 @@ async fn tenant(t: TenantCmd) -> anyhow::Result<ExitCode> {
     match t {
         TenantCmd::Set(a) => {
             let stores = crate::local::open_store(&a.data.dir())?;
-            let mut tenant = stores.tenants.get_tenant(&a.id).await?.unwrap_or_else(|| Tenant {
-                id: a.id.clone(),
-                name: a.id.clone(),
-                fallback_message: crate::dev::DEFAULT_FALLBACK.to_string(),
-                credentials: Default::default(),
-            });
+            let mut tenant = stores
+                .tenants
+                .get_tenant(&a.id)
+                .await?
+                .unwrap_or_else(|| Tenant {
+                    id: a.id.clone(),
+                    name: a.id.clone(),
+                    fallback_message: crate::dev::DEFAULT_FALLBACK.to_string(),
+                    credentials: Default::default(),
+                });
             if crate::dev::valid_tenant_id(&a.id).is_err() {
                 bail!("tenant id must be 1-64 characters of A-Z a-z 0-9 - _");
             }
@@ -451,7 +504,9 @@ async fn tenant(t: TenantCmd) -> anyhow::Result<ExitCode> {
                 *entry = ProviderCredentials {
                     account: a.account.unwrap_or_else(|| entry.account.clone()),
                     secret,
-                    main_account_secret: a.main_secret.or_else(|| entry.main_account_secret.clone()),
+                    main_account_secret: a
+                        .main_secret
+                        .or_else(|| entry.main_account_secret.clone()),
                     api_key: a.api_key.or_else(|| entry.api_key.clone()),
                     allow_cidrs: if a.allow_cidrs.is_empty() {
                         entry.allow_cidrs.clone()

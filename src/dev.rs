@@ -23,7 +23,9 @@ pub const DEMO_TENANT: &str = "demo";
 pub fn valid_tenant_id(id: &str) -> Result<(), ()> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -52,21 +54,33 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .public_url
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{local}"));
-    let state = Arc::new(AppState { deps, base_url: base_url.clone() });
+    let state = Arc::new(AppState {
+        deps,
+        base_url: base_url.clone(),
+    });
     let app = axum::Router::new().fallback(serve).with_state(state);
 
-    println!("vaani dev: control plane on embedded defaults (data in {})", dir.display());
+    println!(
+        "vaani dev: control plane on embedded defaults (data in {})",
+        dir.display()
+    );
     println!("  status webhooks:  {base_url}/v1/{DEMO_TENANT}/{{twilio|exotel|plivo|telnyx|signalwire}}/status");
     println!("  answer webhooks:  {base_url}/v1/{DEMO_TENANT}/{{provider}}/answer");
     println!("  any provider:     {base_url}/v1/{DEMO_TENANT}/status");
     println!("  health:           {base_url}/healthz");
-    println!("  demo secrets:     vaani tenant show {DEMO_TENANT} --reveal --data {}", dir.display());
+    println!(
+        "  demo secrets:     vaani tenant show {DEMO_TENANT} --reveal --data {}",
+        dir.display()
+    );
     println!("ready http={local} url={base_url}");
 
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")?;
     eprintln!("vaani dev: stopped");
     Ok(())
 }
@@ -115,7 +129,11 @@ async fn serve(
         "request"
     );
     let status = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(axum::http::header::CONTENT_TYPE, resp.content_type)], resp.body)
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, resp.content_type)],
+        resp.body,
+    )
 }
 
 /// Create the demo tenant on first start, with random per-provider secrets (or the ones in

@@ -31,7 +31,8 @@ pub fn open_store(dir: &Path) -> anyhow::Result<Stores> {
 pub fn media_token_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = dir.join("media-token.key");
     if let Ok(hex) = std::fs::read_to_string(&path) {
-        let key = decode_hex(hex.trim()).with_context(|| format!("{} is corrupt", path.display()))?;
+        let key =
+            decode_hex(hex.trim()).with_context(|| format!("{} is corrupt", path.display()))?;
         if key.len() >= 32 {
             return Ok(key);
         }
@@ -73,7 +74,9 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }

@@ -21,7 +21,12 @@ fn vaani_stdin(args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn vaani");
-    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
     child.wait_with_output().expect("wait")
 }
 
@@ -40,35 +45,95 @@ fn verify_prints_valid_or_invalid_with_exit_codes() {
     std::fs::write(&body, VECTOR_BODY).unwrap();
     let body = body.to_str().unwrap();
     let ok = vaani(&[
-        "webhook", "verify", "--provider", "twilio", "--secret", "12345", "--url", VECTOR_URL,
-        "-H", "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=",
-        "-H", "Content-Type: application/x-www-form-urlencoded", "--body-file", body,
+        "webhook",
+        "verify",
+        "--provider",
+        "twilio",
+        "--secret",
+        "12345",
+        "--url",
+        VECTOR_URL,
+        "-H",
+        "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=",
+        "-H",
+        "Content-Type: application/x-www-form-urlencoded",
+        "--body-file",
+        body,
     ]);
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     assert_eq!(stdout(&ok), "valid");
 
     let bad = vaani(&[
-        "webhook", "verify", "--provider", "twilio", "--secret", "54321", "--url", VECTOR_URL,
-        "-H", "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=", "--body-file", body,
+        "webhook",
+        "verify",
+        "--provider",
+        "twilio",
+        "--secret",
+        "54321",
+        "--url",
+        VECTOR_URL,
+        "-H",
+        "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=",
+        "--body-file",
+        body,
     ]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stdout(&bad).starts_with("invalid: "), "{}", stdout(&bad));
 
     let stdin = vaani_stdin(
         &[
-            "webhook", "verify", "--provider", "twilio", "--secret", "12345", "--url", VECTOR_URL,
-            "-H", "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=", "--body-file", "-",
+            "webhook",
+            "verify",
+            "--provider",
+            "twilio",
+            "--secret",
+            "12345",
+            "--url",
+            VECTOR_URL,
+            "-H",
+            "X-Twilio-Signature: 0/KCTR6DLpKmkAf8muzZqo1nDgQ=",
+            "--body-file",
+            "-",
         ],
         VECTOR_BODY.as_bytes(),
     );
     assert_eq!(stdout(&stdin), "valid");
 
-    let usage = vaani(&["webhook", "verify", "--provider", "twilio", "--url", VECTOR_URL]);
-    assert_eq!(usage.status.code(), Some(2), "missing --secret is a usage error");
-    let usage = vaani(&["webhook", "verify", "--provider", "skype", "--secret", "x", "--url", VECTOR_URL]);
+    let usage = vaani(&[
+        "webhook",
+        "verify",
+        "--provider",
+        "twilio",
+        "--url",
+        VECTOR_URL,
+    ]);
+    assert_eq!(
+        usage.status.code(),
+        Some(2),
+        "missing --secret is a usage error"
+    );
+    let usage = vaani(&[
+        "webhook",
+        "verify",
+        "--provider",
+        "skype",
+        "--secret",
+        "x",
+        "--url",
+        VECTOR_URL,
+    ]);
     assert_eq!(usage.status.code(), Some(2));
     let usage = vaani(&[
-        "webhook", "verify", "--provider", "twilio", "--secret", "x", "--url", VECTOR_URL, "-H", "no-colon",
+        "webhook",
+        "verify",
+        "--provider",
+        "twilio",
+        "--secret",
+        "x",
+        "--url",
+        VECTOR_URL,
+        "-H",
+        "no-colon",
     ]);
     assert_eq!(usage.status.code(), Some(2));
 }
@@ -90,7 +155,17 @@ fn parse_prints_one_normalized_event() {
     assert_eq!(v["sequence"], 2);
     assert_eq!(v["raw"]["CallStatus"], "no-answer");
 
-    let bad = vaani_stdin(&["webhook", "parse", "--provider", "telnyx", "--content-type", "application/json"], b"{not json");
+    let bad = vaani_stdin(
+        &[
+            "webhook",
+            "parse",
+            "--provider",
+            "telnyx",
+            "--content-type",
+            "application/json",
+        ],
+        b"{not json",
+    );
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("malformed"));
 }
@@ -137,7 +212,10 @@ fn start_dev(data: &str) -> Dev {
 fn post(addr: &str, path: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -146,8 +224,15 @@ fn post(addr: &str, path: &str, headers: &[(String, String)], body: &str) -> (u1
     s.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -156,7 +241,17 @@ fn dev_serves_verified_webhooks_into_the_local_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let dev = start_dev(data);
-    let set = vaani(&["tenant", "set", "demo", "--provider", "twilio", "--secret", "dev-token", "--data", data]);
+    let set = vaani(&[
+        "tenant",
+        "set",
+        "demo",
+        "--provider",
+        "twilio",
+        "--secret",
+        "dev-token",
+        "--data",
+        data,
+    ]);
     assert_eq!(set.status.code(), Some(0), "{set:?}");
 
     let url = format!("http://{}/v1/demo/twilio/status", dev.addr);
@@ -164,18 +259,37 @@ fn dev_serves_verified_webhooks_into_the_local_store() {
     let body_file = dir.path().join("status.form");
     std::fs::write(&body_file, body).unwrap();
     let signed = vaani(&[
-        "webhook", "sign", "--provider", "twilio", "--secret", "dev-token", "--url", &url,
-        "--body-file", body_file.to_str().unwrap(),
+        "webhook",
+        "sign",
+        "--provider",
+        "twilio",
+        "--secret",
+        "dev-token",
+        "--url",
+        &url,
+        "--body-file",
+        body_file.to_str().unwrap(),
     ]);
     assert_eq!(signed.status.code(), Some(0), "{signed:?}");
     let mut headers: Vec<(String, String)> = stdout(&signed)
         .lines()
-        .filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|l| {
+            l.split_once(": ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
-    headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
+    headers.push((
+        "Content-Type".into(),
+        "application/x-www-form-urlencoded".into(),
+    ));
 
     // Unsigned: refused, nothing stored.
-    let (code, _) = post(&dev.addr, "/v1/demo/twilio/status", &headers[headers.len() - 1..], body);
+    let (code, _) = post(
+        &dev.addr,
+        "/v1/demo/twilio/status",
+        &headers[headers.len() - 1..],
+        body,
+    );
     assert_eq!(code, 401);
     // Signed, three times (a provider retrying): one call, one event.
     for _ in 0..3 {
@@ -195,7 +309,11 @@ fn dev_serves_verified_webhooks_into_the_local_store() {
     assert_eq!(call["provider_call_id"], "CAe2e");
     assert_eq!(call["events"].as_array().map(Vec::len), Some(1));
     let table = vaani(&["calls", "list", "--data", data]);
-    assert!(stdout(&table).contains("+91********10"), "numbers are masked: {}", stdout(&table));
+    assert!(
+        stdout(&table).contains("+91********10"),
+        "numbers are masked: {}",
+        stdout(&table)
+    );
     let missing = vaani(&["calls", "show", "nope", "--data", data]);
     assert_eq!(missing.status.code(), Some(1));
 }

@@ -271,7 +271,10 @@ mod tests {
     fn provider_round_trips() {
         for p in Provider::ALL {
             assert_eq!(p.as_str().parse::<Provider>(), Ok(p));
-            assert_eq!(serde_json::to_value(p).ok(), Some(serde_json::json!(p.as_str())));
+            assert_eq!(
+                serde_json::to_value(p).ok(),
+                Some(serde_json::json!(p.as_str()))
+            );
         }
         assert!("skype".parse::<Provider>().is_err());
     }
@@ -279,7 +282,10 @@ mod tests {
     #[test]
     fn status_serializes_to_vocabulary() {
         for s in CallStatus::ALL {
-            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::json!(s.as_str())));
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::json!(s.as_str()))
+            );
             assert_eq!(s.as_str().parse::<CallStatus>(), Ok(s));
         }
     }

@@ -75,7 +75,10 @@ impl Response {
 
     /// An error body with a stable code (see README, "Error codes").
     pub fn error(status: u16, code: &str, message: &str) -> Self {
-        Response::json(status, serde_json::json!({"error": code, "message": message}))
+        Response::json(
+            status,
+            serde_json::json!({"error": code, "message": message}),
+        )
     }
 }
 
@@ -83,8 +86,14 @@ impl Response {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
-    Status { tenant: String, provider: Option<Provider> },
-    Answer { tenant: String, provider: Provider },
+    Status {
+        tenant: String,
+        provider: Option<Provider>,
+    },
+    Answer {
+        tenant: String,
+        provider: Provider,
+    },
 }
 
 /// Parse a request path (no query). `Err` carries the response for unknown paths.
@@ -94,7 +103,8 @@ pub fn route(path: &str) -> Result<Route, Response> {
     let tenant_ok = |t: &str| {
         !t.is_empty()
             && t.len() <= 64
-            && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     match segs.as_slice() {
         ["healthz"] => Ok(Route::Health),
@@ -189,13 +199,25 @@ mod tests {
         assert_eq!(route("/healthz"), Ok(Route::Health));
         assert_eq!(
             route("/v1/acme/twilio/status"),
-            Ok(Route::Status { tenant: "acme".into(), provider: Some(Provider::Twilio) })
+            Ok(Route::Status {
+                tenant: "acme".into(),
+                provider: Some(Provider::Twilio)
+            })
         );
         assert_eq!(
             route("/v1/acme/plivo/answer/"),
-            Ok(Route::Answer { tenant: "acme".into(), provider: Provider::Plivo })
+            Ok(Route::Answer {
+                tenant: "acme".into(),
+                provider: Provider::Plivo
+            })
         );
-        assert_eq!(route("/v1/acme/status"), Ok(Route::Status { tenant: "acme".into(), provider: None }));
+        assert_eq!(
+            route("/v1/acme/status"),
+            Ok(Route::Status {
+                tenant: "acme".into(),
+                provider: None
+            })
+        );
         assert!(route("/v1/acme/skype/status").is_err());
         assert!(route("/v1/ac%20me/twilio/status").is_err());
         assert!(route("/v1/acme/twilio/other").is_err());
@@ -204,7 +226,10 @@ mod tests {
 
     #[test]
     fn paths_from_urls() {
-        assert_eq!(url_path("https://h.example/v1/a/twilio/status?x=1"), "/v1/a/twilio/status");
+        assert_eq!(
+            url_path("https://h.example/v1/a/twilio/status?x=1"),
+            "/v1/a/twilio/status"
+        );
         assert_eq!(url_path("http://127.0.0.1:8080"), "/");
         assert_eq!(url_path("/healthz?x"), "/healthz");
     }

@@ -41,11 +41,19 @@ fn store_failure(e: StoreError) -> Response {
 /// Best-effort masked caller/callee for logs about rejected requests.
 fn masked_parties(req: &WebhookRequest) -> (String, String) {
     let f = Fields::from_body(req.content_type(), &req.body).unwrap_or_default();
-    let m = |names: &[&str]| f.get(names).map(vaani_core::phone::mask).unwrap_or_default();
+    let m = |names: &[&str]| {
+        f.get(names)
+            .map(vaani_core::phone::mask)
+            .unwrap_or_default()
+    };
     (m(&["From", "CallFrom"]), m(&["To", "CallTo"]))
 }
 
-fn verify_config(tenant: &Tenant, provider: Provider, deps: &Deps) -> Result<VerifyConfig, Response> {
+fn verify_config(
+    tenant: &Tenant,
+    provider: Provider,
+    deps: &Deps,
+) -> Result<VerifyConfig, Response> {
     let Some(creds) = tenant.credentials.get(&provider) else {
         return Err(Response::error(
             404,
@@ -59,13 +67,20 @@ fn verify_config(tenant: &Tenant, provider: Provider, deps: &Deps) -> Result<Ver
             Ok(net) => allow.push(net),
             Err(_) => {
                 tracing::error!(tenant = %tenant.id, %provider, "tenant has an invalid CIDR in its allowlist");
-                return Err(Response::error(500, "bad_tenant_config", "tenant allowlist is invalid"));
+                return Err(Response::error(
+                    500,
+                    "bad_tenant_config",
+                    "tenant allowlist is invalid",
+                ));
             }
         }
     }
     let mut cfg = VerifyConfig::new(creds.secret.clone(), deps.now());
     cfg.main_account_secret = creds.main_account_secret.clone();
-    cfg.exotel = ExotelAuth { basic_user: creds.api_key.clone(), allow_cidrs: allow };
+    cfg.exotel = ExotelAuth {
+        basic_user: creds.api_key.clone(),
+        allow_cidrs: allow,
+    };
     cfg.replay_window = deps.replay_window;
     Ok(cfg)
 }
@@ -104,7 +119,9 @@ pub async fn accept(
             tracing::warn!(tenant = tenant_id, %provider, reason = %e, "webhook not parseable");
             Response::error(400, "bad_payload", &e.to_string())
         })?;
-    process_event(tenant_id, event, deps).await.map_err(store_failure)
+    process_event(tenant_id, event, deps)
+        .await
+        .map_err(store_failure)
 }
 
 /// Our call id for a call first seen through a provider webhook: derived, so concurrent
@@ -126,7 +143,9 @@ fn hex_prefix(bytes: &[u8], n: usize) -> String {
 fn valid_call_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// Find or create the call an event belongs to.
@@ -172,7 +191,11 @@ async fn resolve_call(
 const CAS_ATTEMPTS: usize = 16;
 
 /// Store a parsed, verified event and advance its call. Idempotent (see module docs).
-pub async fn process_event(tenant: &str, event: CallEvent, deps: &Deps) -> Result<Processed, StoreError> {
+pub async fn process_event(
+    tenant: &str,
+    event: CallEvent,
+    deps: &Deps,
+) -> Result<Processed, StoreError> {
     let now = deps.now();
     let mut rec = resolve_call(tenant, &event, now, deps).await?;
     let event_id = event.dedupe_id();
@@ -228,7 +251,8 @@ pub async fn process_event(tenant: &str, event: CallEvent, deps: &Deps) -> Resul
             received_at: now,
             event: event.clone(),
         };
-        let body = serde_json::to_string(&envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let body =
+            serde_json::to_string(&envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         deps.stores
             .queue
             .send(queues::CALL_EVENTS, &body, Some(&event_id))
@@ -297,9 +321,12 @@ pub async fn plan_answer(
             },
             Some(n.id.clone()),
         ),
-        Some(n) if !n.sip_uri.is_empty() && provider != Provider::Exotel => {
-            (AnswerAction::ConnectSip { uri: n.sip_uri.clone() }, Some(n.id.clone()))
-        }
+        Some(n) if !n.sip_uri.is_empty() && provider != Provider::Exotel => (
+            AnswerAction::ConnectSip {
+                uri: n.sip_uri.clone(),
+            },
+            Some(n.id.clone()),
+        ),
         _ => (
             AnswerAction::PlayAndHangup {
                 message: tenant.fallback_message.clone(),
@@ -308,7 +335,14 @@ pub async fn plan_answer(
             None,
         ),
     };
-    Ok((AnswerPlan { call_id: call_id.to_string(), token, action }, node_id))
+    Ok((
+        AnswerPlan {
+            call_id: call_id.to_string(),
+            token,
+            action,
+        },
+        node_id,
+    ))
 }
 
 /// Answer document for an accepted answer webhook.
@@ -346,7 +380,12 @@ pub async fn answer(tenant_id: &str, provider: Provider, p: &Processed, deps: &D
     }
 }
 
-async fn record_node(tenant: &str, call_id: &str, node: &str, deps: &Deps) -> Result<(), StoreError> {
+async fn record_node(
+    tenant: &str,
+    call_id: &str,
+    node: &str,
+    deps: &Deps,
+) -> Result<(), StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let Some(mut rec) = deps.stores.calls.get_call(tenant, call_id).await? else {
             return Err(StoreError::Corrupt("call vanished".into()));

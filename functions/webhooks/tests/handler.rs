@@ -23,7 +23,10 @@ async fn setup() -> (Deps, Stores) {
     let mut credentials = std::collections::BTreeMap::new();
     credentials.insert(
         Provider::Twilio,
-        ProviderCredentials { secret: TOKEN.into(), ..Default::default() },
+        ProviderCredentials {
+            secret: TOKEN.into(),
+            ..Default::default()
+        },
     );
     credentials.insert(
         Provider::Exotel,
@@ -50,14 +53,19 @@ async fn setup() -> (Deps, Stores) {
 
 fn twilio_request(path: &str, params: &[(&str, &str)], token: &str) -> WebhookRequest {
     let url = format!("{BASE}{path}");
-    let owned: Vec<(String, String)> =
-        params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let sig = vaani_telephony::twilio::sign(&url, &owned, token);
     let body: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter())
         .finish();
     let mut headers = http::HeaderMap::new();
-    headers.insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
+    headers.insert(
+        "content-type",
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
     headers.insert("x-twilio-signature", sig.parse().unwrap());
     WebhookRequest {
         method: http::Method::POST,
@@ -87,13 +95,19 @@ async fn queued(stores: &Stores) -> Vec<vaani_events::CallEventEnvelope> {
         .receive(queues::CALL_EVENTS, 10, Duration::from_secs(60))
         .await
         .unwrap();
-    msgs.iter().map(|m| serde_json::from_str(&m.body).unwrap()).collect()
+    msgs.iter()
+        .map(|m| serde_json::from_str(&m.body).unwrap())
+        .collect()
 }
 
 #[tokio::test]
 async fn replays_store_one_event_and_enqueue_once() {
     let (deps, stores) = setup().await;
-    let req = twilio_request("/v1/acme/twilio/status", &status_params("completed", "3"), TOKEN);
+    let req = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
     let mut duplicates = 0;
     for _ in 0..5 {
         let resp = handle(req.clone(), &deps).await;
@@ -110,7 +124,11 @@ async fn replays_store_one_event_and_enqueue_once() {
     assert_eq!(call.state.status, CallStatus::Completed);
     assert_eq!(call.state.transitions, 1);
     assert_eq!(call.version, 2, "one create and one transition");
-    let events = stores.events.list_events("acme", &call.call_id).await.unwrap();
+    let events = stores
+        .events
+        .list_events("acme", &call.call_id)
+        .await
+        .unwrap();
     assert_eq!(events.len(), 1);
     assert!(events[0].enqueued);
     let q = queued(&stores).await;
@@ -122,26 +140,51 @@ async fn replays_store_one_event_and_enqueue_once() {
 #[tokio::test]
 async fn late_ringing_does_not_reopen_a_completed_call() {
     let (deps, stores) = setup().await;
-    let done = twilio_request("/v1/acme/twilio/status", &status_params("completed", "3"), TOKEN);
-    let ringing = twilio_request("/v1/acme/twilio/status", &status_params("ringing", "1"), TOKEN);
+    let done = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
+    let ringing = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("ringing", "1"),
+        TOKEN,
+    );
     assert_eq!(handle(done, &deps).await.status, 200);
     assert_eq!(handle(ringing, &deps).await.status, 200);
     let calls = stores.calls.list_calls(None, 10).await.unwrap();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].state.status, CallStatus::Completed);
-    assert_eq!(queued(&stores).await.len(), 2, "both distinct events are queued");
+    assert_eq!(
+        queued(&stores).await.len(),
+        2,
+        "both distinct events are queued"
+    );
 }
 
 #[tokio::test]
 async fn bad_signature_is_rejected_and_changes_nothing() {
     let (deps, stores) = setup().await;
-    let req = twilio_request("/v1/acme/twilio/status", &status_params("completed", "3"), "wrong-token");
+    let req = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("completed", "3"),
+        "wrong-token",
+    );
     let resp = handle(req, &deps).await;
     assert_eq!(resp.status, 401);
-    let mut tampered = twilio_request("/v1/acme/twilio/status", &status_params("completed", "3"), TOKEN);
-    tampered.body = bytes::Bytes::from(String::from_utf8_lossy(&tampered.body).replace("42", "4200"));
+    let mut tampered = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
+    tampered.body =
+        bytes::Bytes::from(String::from_utf8_lossy(&tampered.body).replace("42", "4200"));
     assert_eq!(handle(tampered, &deps).await.status, 401);
-    let mut unsigned = twilio_request("/v1/acme/twilio/status", &status_params("completed", "3"), TOKEN);
+    let mut unsigned = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
     unsigned.headers.remove("x-twilio-signature");
     assert_eq!(handle(unsigned, &deps).await.status, 401);
     assert!(stores.calls.list_calls(None, 10).await.unwrap().is_empty());
@@ -151,11 +194,27 @@ async fn bad_signature_is_rejected_and_changes_nothing() {
 #[tokio::test]
 async fn unknown_tenants_providers_and_paths() {
     let (deps, _) = setup().await;
-    let req = twilio_request("/v1/nobody/twilio/status", &status_params("completed", "3"), TOKEN);
+    let req = twilio_request(
+        "/v1/nobody/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
     assert_eq!(handle(req, &deps).await.status, 404);
-    let req = twilio_request("/v1/acme/plivo/status", &status_params("completed", "3"), TOKEN);
-    assert_eq!(handle(req, &deps).await.status, 404, "tenant has no plivo credentials");
-    let req = twilio_request("/v1/acme/twilio/nope", &status_params("completed", "3"), TOKEN);
+    let req = twilio_request(
+        "/v1/acme/plivo/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
+    assert_eq!(
+        handle(req, &deps).await.status,
+        404,
+        "tenant has no plivo credentials"
+    );
+    let req = twilio_request(
+        "/v1/acme/twilio/nope",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
     assert_eq!(handle(req, &deps).await.status, 404);
 }
 
@@ -164,7 +223,10 @@ async fn exotel_from_outside_the_allowlist_is_forbidden() {
     let (deps, stores) = setup().await;
     let body = "CallSid=exo1&Status=completed&From=09876543210&To=08047491899";
     let mut headers = http::HeaderMap::new();
-    headers.insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
+    headers.insert(
+        "content-type",
+        "application/x-www-form-urlencoded".parse().unwrap(),
+    );
     let req = WebhookRequest {
         method: http::Method::POST,
         url: format!("{BASE}/v1/acme/exotel/status?token=exo-token"),
@@ -173,7 +235,10 @@ async fn exotel_from_outside_the_allowlist_is_forbidden() {
         source_ip: Some("192.0.2.7".parse().unwrap()),
     };
     assert_eq!(handle(req.clone(), &deps).await.status, 403);
-    let inside = WebhookRequest { source_ip: Some("10.1.2.3".parse().unwrap()), ..req.clone() };
+    let inside = WebhookRequest {
+        source_ip: Some("10.1.2.3".parse().unwrap()),
+        ..req.clone()
+    };
     assert_eq!(handle(inside, &deps).await.status, 200);
     let wrong_token = WebhookRequest {
         url: format!("{BASE}/v1/acme/exotel/status?token=guess"),
@@ -198,7 +263,8 @@ async fn an_event_stored_but_not_queued_is_queued_on_retry() {
         None,
     )
     .unwrap();
-    let call_id = vaani_webhooks::process::derived_call_id("acme", Provider::Twilio, &ev.provider_call_id);
+    let call_id =
+        vaani_webhooks::process::derived_call_id("acme", Provider::Twilio, &ev.provider_call_id);
     stores
         .events
         .put_event(&vaani_store::StoredEvent {
@@ -213,7 +279,11 @@ async fn an_event_stored_but_not_queued_is_queued_on_retry() {
         .await
         .unwrap();
     assert!(queued(&stores).await.is_empty());
-    let req = twilio_request("/v1/acme/twilio/status", &status_params("completed", "3"), TOKEN);
+    let req = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
     assert_eq!(handle(req.clone(), &deps).await.status, 200);
     assert_eq!(handle(req, &deps).await.status, 200);
     assert_eq!(queued(&stores).await.len(), 1);
@@ -237,15 +307,34 @@ fn node(id: &str, capacity: u32, active: u32, draining: bool) -> MediaNode {
 #[tokio::test]
 async fn answer_connects_to_the_freest_live_node() {
     let (deps, stores) = setup().await;
-    stores.nodes.heartbeat(&node("n1", 100, 90, false)).await.unwrap();
-    stores.nodes.heartbeat(&node("n2", 100, 10, true)).await.unwrap();
-    stores.nodes.heartbeat(&node("n3", 100, 40, false)).await.unwrap();
-    let req = twilio_request("/v1/acme/twilio/answer", &status_params("ringing", "1"), TOKEN);
+    stores
+        .nodes
+        .heartbeat(&node("n1", 100, 90, false))
+        .await
+        .unwrap();
+    stores
+        .nodes
+        .heartbeat(&node("n2", 100, 10, true))
+        .await
+        .unwrap();
+    stores
+        .nodes
+        .heartbeat(&node("n3", 100, 40, false))
+        .await
+        .unwrap();
+    let req = twilio_request(
+        "/v1/acme/twilio/answer",
+        &status_params("ringing", "1"),
+        TOKEN,
+    );
     let resp = handle(req, &deps).await;
     assert_eq!(resp.status, 200);
     let xml = String::from_utf8(resp.body.to_vec()).unwrap();
     assert!(xml.contains("<Connect>"), "{xml}");
-    assert!(xml.contains("wss://n3.nodes.example.test/stream/twilio"), "{xml}");
+    assert!(
+        xml.contains("wss://n3.nodes.example.test/stream/twilio"),
+        "{xml}"
+    );
     assert!(xml.contains("vaani_call_id"), "{xml}");
     let calls = stores.calls.list_calls(None, 10).await.unwrap();
     assert_eq!(calls[0].node_id.as_deref(), Some("n3"));
@@ -262,7 +351,11 @@ async fn answer_connects_to_the_freest_live_node() {
 #[tokio::test]
 async fn answer_without_a_node_plays_the_fallback_and_hangs_up() {
     let (deps, _) = setup().await;
-    let req = twilio_request("/v1/acme/twilio/answer", &status_params("ringing", "1"), TOKEN);
+    let req = twilio_request(
+        "/v1/acme/twilio/answer",
+        &status_params("ringing", "1"),
+        TOKEN,
+    );
     let resp = handle(req, &deps).await;
     assert_eq!(resp.status, 200);
     let xml = String::from_utf8(resp.body.to_vec()).unwrap();

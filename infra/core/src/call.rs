@@ -142,11 +142,31 @@ pub fn apply(state: &CallState, ev: &CallEvent) -> (CallState, Transition) {
     merge(&mut next.from, ev.from.clone(), overwrite, &mut changed);
     merge(&mut next.to, ev.to.clone(), overwrite, &mut changed);
     merge(&mut next.duration_s, ev.duration_s, overwrite, &mut changed);
-    merge(&mut next.billed_duration_s, ev.billed_duration_s, overwrite, &mut changed);
+    merge(
+        &mut next.billed_duration_s,
+        ev.billed_duration_s,
+        overwrite,
+        &mut changed,
+    );
     merge(&mut next.price, price, overwrite, &mut changed);
-    merge(&mut next.currency, ev.currency.clone(), overwrite, &mut changed);
-    merge(&mut next.recording_url, ev.recording_url.clone(), overwrite, &mut changed);
-    merge(&mut next.answered_by, ev.answered_by.clone(), overwrite, &mut changed);
+    merge(
+        &mut next.currency,
+        ev.currency.clone(),
+        overwrite,
+        &mut changed,
+    );
+    merge(
+        &mut next.recording_url,
+        ev.recording_url.clone(),
+        overwrite,
+        &mut changed,
+    );
+    merge(
+        &mut next.answered_by,
+        ev.answered_by.clone(),
+        overwrite,
+        &mut changed,
+    );
     if overwrite && next.detail_key != Some(key) {
         next.detail_key = Some(key);
     }
@@ -156,7 +176,12 @@ pub fn apply(state: &CallState, ev: &CallEvent) -> (CallState, Transition) {
     (next, transition)
 }
 
-fn merge<T: PartialEq>(slot: &mut Option<T>, value: Option<T>, overwrite: bool, changed: &mut bool) {
+fn merge<T: PartialEq>(
+    slot: &mut Option<T>,
+    value: Option<T>,
+    overwrite: bool,
+    changed: &mut bool,
+) {
     let Some(v) = value else { return };
     if slot.is_none() || (overwrite && slot.as_ref() != Some(&v)) {
         *slot = Some(v);
@@ -181,7 +206,13 @@ mod tests {
     fn late_ringing_never_overwrites_completed() {
         let s = CallState::default();
         let (s, t) = apply(&s, &ev(CallStatus::Completed, 3));
-        assert_eq!(t, Transition::Status { from: CallStatus::Initiated, to: CallStatus::Completed });
+        assert_eq!(
+            t,
+            Transition::Status {
+                from: CallStatus::Initiated,
+                to: CallStatus::Completed
+            }
+        );
         let (s, t) = apply(&s, &ev(CallStatus::Ringing, 1));
         assert_eq!(s.status, CallStatus::Completed);
         assert_eq!(t, Transition::Unchanged);
@@ -227,8 +258,11 @@ mod tests {
                     .into_iter()
                     .enumerate()
                     .map(|(i, st)| {
-                        let s = [CallStatus::Initiated, CallStatus::Ringing, CallStatus::InProgress]
-                            [st as usize];
+                        let s = [
+                            CallStatus::Initiated,
+                            CallStatus::Ringing,
+                            CallStatus::InProgress,
+                        ][st as usize];
                         ev(s, i as u64 + 1)
                     })
                     .collect();

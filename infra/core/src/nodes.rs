@@ -62,7 +62,10 @@ mod tests {
             N("d", 50, 30, false, 999),
             N("e", 100, 100, false, 999), // full
         ];
-        assert_eq!(pick(&nodes, now, DEFAULT_MAX_HEARTBEAT_AGE).map(|n| n.id()), Some("d"));
+        assert_eq!(
+            pick(&nodes, now, DEFAULT_MAX_HEARTBEAT_AGE).map(|n| n.id()),
+            Some("d")
+        );
         assert!(pick(&nodes[1..3], now, DEFAULT_MAX_HEARTBEAT_AGE).is_none());
     }
 
@@ -70,6 +73,9 @@ mod tests {
     fn ties_break_by_id() {
         let now = DateTime::from_timestamp(1000, 0).unwrap_or_default();
         let nodes = [N("z", 10, 0, false, 1000), N("m", 10, 0, false, 1000)];
-        assert_eq!(pick(&nodes, now, DEFAULT_MAX_HEARTBEAT_AGE).map(|n| n.id()), Some("m"));
+        assert_eq!(
+            pick(&nodes, now, DEFAULT_MAX_HEARTBEAT_AGE).map(|n| n.id()),
+            Some("m")
+        );
     }
 }

@@ -62,7 +62,8 @@ pub struct Region {
 
 /// Region of an E.164 number (normalize first).
 pub fn region(e164: &str) -> Result<Region, PhoneError> {
-    let n = phonenumber::parse(None, e164).map_err(|_| PhoneError::Unparseable(e164.to_string()))?;
+    let n =
+        phonenumber::parse(None, e164).map_err(|_| PhoneError::Unparseable(e164.to_string()))?;
     let country = n
         .country()
         .id()
@@ -70,7 +71,10 @@ pub fn region(e164: &str) -> Result<Region, PhoneError> {
     let country = format!("{country:?}");
     let us_state = if country == "US" {
         let national = n.national().value().to_string();
-        national.get(..3).and_then(crate::phone::us_area_code_state).map(str::to_string)
+        national
+            .get(..3)
+            .and_then(crate::phone::us_area_code_state)
+            .map(str::to_string)
     } else {
         None
     };
@@ -93,7 +97,11 @@ pub fn mask(number: &str) -> String {
     if digits.len() < 5 {
         return "***".to_string();
     }
-    let plus = if number.trim_start().starts_with('+') { "+" } else { "" };
+    let plus = if number.trim_start().starts_with('+') {
+        "+"
+    } else {
+        ""
+    };
     let head: String = digits[..2].iter().collect();
     let tail: String = digits[digits.len() - 2..].iter().collect();
     format!("{plus}{head}{}{tail}", "*".repeat(digits.len() - 4))
@@ -183,8 +191,18 @@ mod tests {
 
     #[test]
     fn indian_inputs_normalize() {
-        for input in ["9876543210", "09876543210", "919876543210", "+91 98765 43210", "+919876543210"] {
-            assert_eq!(normalize(input, "IN").as_deref(), Ok("+919876543210"), "{input}");
+        for input in [
+            "9876543210",
+            "09876543210",
+            "919876543210",
+            "+91 98765 43210",
+            "+919876543210",
+        ] {
+            assert_eq!(
+                normalize(input, "IN").as_deref(),
+                Ok("+919876543210"),
+                "{input}"
+            );
         }
     }
 

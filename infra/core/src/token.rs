@@ -36,14 +36,23 @@ fn mac(key: &[u8], tenant: &str, call_id: &str, expires: i64) -> Vec<u8> {
 /// Issue a token for `(tenant, call_id)` valid until `now + ttl_secs`.
 pub fn issue(key: &[u8], tenant: &str, call_id: &str, now: DateTime<Utc>, ttl_secs: i64) -> String {
     let expires = now.timestamp().saturating_add(ttl_secs);
-    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac(key, tenant, call_id, expires));
+    let sig =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac(key, tenant, call_id, expires));
     format!("v1.{expires}.{sig}")
 }
 
 /// Check a token presented for `(tenant, call_id)` at `now`.
-pub fn verify(key: &[u8], token: &str, tenant: &str, call_id: &str, now: DateTime<Utc>) -> Result<(), TokenError> {
+pub fn verify(
+    key: &[u8],
+    token: &str,
+    tenant: &str,
+    call_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), TokenError> {
     let mut parts = token.split('.');
-    let (Some("v1"), Some(exp), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some("v1"), Some(exp), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(TokenError::Malformed);
     };
     let expires: i64 = exp.parse().map_err(|_| TokenError::Malformed)?;
@@ -73,11 +82,25 @@ mod tests {
         let tok = issue(b"k", "acme", "call-1", t0(), 300);
         assert_eq!(verify(b"k", &tok, "acme", "call-1", t0()), Ok(()));
         let later = t0() + chrono::Duration::seconds(301);
-        assert_eq!(verify(b"k", &tok, "acme", "call-1", later), Err(TokenError::Expired));
-        assert_eq!(verify(b"k", &tok, "acme", "call-2", t0()), Err(TokenError::BadSignature));
-        assert_eq!(verify(b"k", &tok, "other", "call-1", t0()), Err(TokenError::BadSignature));
-        assert_eq!(verify(b"x", &tok, "acme", "call-1", t0()), Err(TokenError::BadSignature));
-        assert!(tok.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
+        assert_eq!(
+            verify(b"k", &tok, "acme", "call-1", later),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(b"k", &tok, "acme", "call-2", t0()),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(b"k", &tok, "other", "call-1", t0()),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            verify(b"x", &tok, "acme", "call-1", t0()),
+            Err(TokenError::BadSignature)
+        );
+        assert!(tok
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
     }
 
     #[test]
@@ -86,7 +109,10 @@ mod tests {
         let mut parts: Vec<&str> = tok.split('.').collect();
         let forged = (t0().timestamp() + 10_000).to_string();
         parts[1] = &forged;
-        assert_eq!(verify(b"k", &parts.join("."), "acme", "c", t0()), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(b"k", &parts.join("."), "acme", "c", t0()),
+            Err(TokenError::BadSignature)
+        );
     }
 
     proptest! {

@@ -198,9 +198,19 @@ pub trait WorkQueue: Send + Sync {
     /// Enqueue `body`. With `dedupe_id`, a second send with the same id (within the dedupe
     /// window: 5 minutes on SQS FIFO, forever embedded) is accepted and dropped.
     async fn send(&self, queue: &str, body: &str, dedupe_id: Option<&str>) -> Result<()>;
-    async fn receive(&self, queue: &str, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>>;
+    async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>>;
     async fn delete(&self, queue: &str, receipt: &str) -> Result<()>;
-    async fn change_visibility(&self, queue: &str, receipt: &str, visibility: Duration) -> Result<()>;
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<()>;
     /// Drop every message (tests).
     async fn purge(&self, queue: &str) -> Result<()>;
 }

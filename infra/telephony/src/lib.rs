@@ -22,7 +22,11 @@ use vaani_core::AnswerPlan;
 use vaani_events::{CallEvent, Provider};
 
 /// Verify that `req` really comes from `provider`, before anything acts on it.
-pub fn verify(provider: Provider, req: &WebhookRequest, cfg: &VerifyConfig) -> Result<(), VerifyError> {
+pub fn verify(
+    provider: Provider,
+    req: &WebhookRequest,
+    cfg: &VerifyConfig,
+) -> Result<(), VerifyError> {
     match provider {
         Provider::Twilio => twilio::verify(req, cfg),
         Provider::Exotel => exotel::verify(req, cfg),
@@ -91,7 +95,10 @@ pub fn detect_provider(req: &WebhookRequest) -> Option<Provider> {
     if fields.get(&["CallUUID"]).is_some() {
         return Some(Provider::Plivo);
     }
-    if fields.json_pointer("/data/payload/call_control_id").is_some() {
+    if fields
+        .json_pointer("/data/payload/call_control_id")
+        .is_some()
+    {
         return Some(Provider::Telnyx);
     }
     if fields.get(&["CallSid"]).is_some() {

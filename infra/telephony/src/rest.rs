@@ -27,7 +27,11 @@ pub struct RestConfig {
 }
 
 impl RestConfig {
-    pub fn new(base_url: impl Into<String>, account: impl Into<String>, token: impl Into<String>) -> Self {
+    pub fn new(
+        base_url: impl Into<String>,
+        account: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Self {
         RestConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             account: account.into(),
@@ -81,13 +85,26 @@ pub enum RedirectTarget {
 #[derive(Debug, thiserror::Error)]
 pub enum RestError {
     #[error("{provider} API answered {status}: {body}")]
-    Status { provider: &'static str, status: u16, body: String },
+    Status {
+        provider: &'static str,
+        status: u16,
+        body: String,
+    },
     #[error("{provider} API unreachable: {detail}")]
-    Transport { provider: &'static str, detail: String },
+    Transport {
+        provider: &'static str,
+        detail: String,
+    },
     #[error("{provider} API returned an unexpected body: {detail}")]
-    Decode { provider: &'static str, detail: String },
+    Decode {
+        provider: &'static str,
+        detail: String,
+    },
     #[error("{provider} does not support {what}")]
-    Unsupported { provider: &'static str, what: &'static str },
+    Unsupported {
+        provider: &'static str,
+        what: &'static str,
+    },
     #[error("invalid request: {0}")]
     Invalid(String),
 }
@@ -108,7 +125,11 @@ impl RestError {
 pub trait CallControl: Send + Sync {
     async fn originate(&self, call: &OutboundCall) -> Result<ProviderCallRef, RestError>;
     async fn hangup(&self, provider_call_id: &str) -> Result<(), RestError>;
-    async fn redirect(&self, provider_call_id: &str, target: &RedirectTarget) -> Result<(), RestError>;
+    async fn redirect(
+        &self,
+        provider_call_id: &str,
+        target: &RedirectTarget,
+    ) -> Result<(), RestError>;
 }
 
 /// A provider's HTTP client with retry policy.
@@ -133,8 +154,15 @@ impl RestClient {
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("vaani/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| RestError::Transport { provider, detail: e.to_string() })?;
-        Ok(RestClient { provider, cfg, http })
+            .map_err(|e| RestError::Transport {
+                provider,
+                detail: e.to_string(),
+            })?;
+        Ok(RestClient {
+            provider,
+            cfg,
+            http,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -168,10 +196,20 @@ impl RestClient {
                         return Ok(RestResponse { status, body });
                     }
                     let text = String::from_utf8_lossy(&body).chars().take(500).collect();
-                    (RestError::Status { provider: self.provider, status, body: text }, retry_after)
+                    (
+                        RestError::Status {
+                            provider: self.provider,
+                            status,
+                            body: text,
+                        },
+                        retry_after,
+                    )
                 }
                 Err(e) => (
-                    RestError::Transport { provider: self.provider, detail: e.without_url().to_string() },
+                    RestError::Transport {
+                        provider: self.provider,
+                        detail: e.without_url().to_string(),
+                    },
                     None,
                 ),
             };
@@ -180,7 +218,9 @@ impl RestClient {
             }
             let delay = retry_after
                 .map(|d| d.min(self.cfg.backoff_max))
-                .unwrap_or_else(|| backoff_delay(attempt, self.cfg.backoff_base, self.cfg.backoff_max));
+                .unwrap_or_else(|| {
+                    backoff_delay(attempt, self.cfg.backoff_base, self.cfg.backoff_max)
+                });
             tracing::warn!(provider = self.provider, attempt, ?delay, error = %err, "retrying provider API call");
             tokio::time::sleep(delay).await;
             attempt += 1;
