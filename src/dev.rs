@@ -170,17 +170,3 @@ async fn seed_demo_tenant(stores: &Stores) -> anyhow::Result<()> {
     stores.tenants.put_tenant(&tenant).await?;
     Ok(())
 }
-
-/// Signature headers a provider would send for this request (`vaani webhook sign`).
-pub fn sign_headers(
-    provider: Provider,
-    secret: &str,
-    method: &str,
-    url: &str,
-    content_type: &str,
-    body: &[u8],
-    nonce: Option<&str>,
-) -> anyhow::Result<Vec<(String, String)>> {
-    let _ = (secret, method, url, content_type, body, nonce);
-    anyhow::bail!("signing {provider} webhooks is not available yet")
-}

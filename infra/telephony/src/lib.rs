@@ -117,3 +117,94 @@ pub fn detect_provider(req: &WebhookRequest) -> Option<Provider> {
     }
     None
 }
+
+/// Why signature headers could not be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("bad signing key: {0}")]
+    BadKey(&'static str),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+/// The authentication headers `provider` would send with this request: what `vaani webhook
+/// sign` prints, and what tests and benchmarks use to make signed webhooks.
+///
+/// `secret` is the auth token, or for Telnyx the Ed25519 private key seed (base64, 32 bytes).
+/// `nonce` is Plivo's nonce or Telnyx's timestamp (default: random / `now`). Exotel does not
+/// sign; it gets HTTP Basic credentials `exotel:<secret>`.
+pub fn sign_headers(
+    provider: Provider,
+    secret: &str,
+    method: &str,
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    nonce: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(String, String)>, SignError> {
+    use base64::Engine;
+    let is_json = content_type.to_ascii_lowercase().contains("json");
+    let is_get = method.eq_ignore_ascii_case("GET");
+    let form: Vec<(String, String)> = if is_json || is_get {
+        Vec::new()
+    } else {
+        form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    };
+    let h = |k: &str, v: String| (k.to_string(), v);
+    Ok(match provider {
+        Provider::Twilio => vec![h(
+            twilio::SIGNATURE_HEADER,
+            twilio::sign(url, &form, secret),
+        )],
+        Provider::Signalwire if is_json => vec![h(
+            signalwire::SIGNATURE_HEADER,
+            signalwire::sign_raw_body(url, body, secret),
+        )],
+        Provider::Signalwire => vec![h(
+            signalwire::SIGNATURE_HEADER,
+            signalwire::sign(url, &form, secret),
+        )],
+        Provider::Plivo => {
+            let nonce = match nonce {
+                Some(n) => n.to_string(),
+                None => {
+                    use rand::Rng;
+                    rand::thread_rng()
+                        .gen_range(10_000_000_000_000_000u64..u64::MAX)
+                        .to_string()
+                }
+            };
+            let params: Vec<(&str, &str)> =
+                form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            vec![
+                h(
+                    "X-Plivo-Signature-V3",
+                    plivo::sign_v3(method, url, &params, &nonce, secret),
+                ),
+                h("X-Plivo-Signature-V3-Nonce", nonce),
+            ]
+        }
+        Provider::Telnyx => {
+            let seed = base64::engine::general_purpose::STANDARD
+                .decode(secret.trim())
+                .map_err(|_| SignError::BadKey("the Telnyx signing key must be base64"))?;
+            let seed: [u8; 32] = seed
+                .try_into()
+                .map_err(|_| SignError::BadKey("the Telnyx signing key must be a 32-byte seed"))?;
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let ts = nonce.map_or_else(|| now.timestamp().to_string(), str::to_string);
+            vec![
+                h(telnyx::SIGNATURE_HEADER, telnyx::sign(body, &ts, &key)),
+                h(telnyx::TIMESTAMP_HEADER, ts),
+            ]
+        }
+        Provider::Exotel => {
+            let creds =
+                base64::engine::general_purpose::STANDARD.encode(format!("exotel:{secret}"));
+            vec![h("Authorization", format!("Basic {creds}"))]
+        }
+    })
+}
