@@ -2,7 +2,7 @@
 //!
 //! Place in the architecture: the control-plane Lambdas and the media nodes talk to state only
 //! through these traits. Two adapters implement every port with the same semantics:
-//! - `dynamo` / `sqs`: DynamoDB (single table) and SQS, for the deployed system;
+//! - `aws`: DynamoDB (single table) and SQS (FIFO), for the deployed system;
 //! - `embedded`: one SQLite file (bundled), for `vaani dev` and tests.
 //!
 //! Shared semantics (checked by one contract suite against both): conditional writes
@@ -20,6 +20,16 @@ use vaani_core::CallState;
 use vaani_events::{CallEvent, Provider};
 
 pub mod embedded;
+
+mod common;
+
+/// A source of "now" for TTL and queue visibility. Tests inject a virtual clock.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
 
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -191,13 +201,22 @@ pub struct QueueMessage {
 pub mod queues {
     pub const CALL_EVENTS: &str = "call-events";
     pub const CALL_EVENTS_DLQ: &str = "call-events-dlq";
+    /// Receives before a call-events message moves to its dead-letter queue (both adapters'
+    /// default; the CDK stack uses the same number).
+    pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 }
 
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
     /// Enqueue `body`. With `dedupe_id`, a second send with the same id (within the dedupe
     /// window: 5 minutes on SQS FIFO, forever embedded) is accepted and dropped.
+    ///
+    /// Queues are FIFO: bodies that are JSON objects with string `tenant` and `call_id` (a
+    /// `CallEventEnvelope`) share one message group per call, delivered in order and one batch
+    /// at a time; other bodies are unordered.
     async fn send(&self, queue: &str, body: &str, dedupe_id: Option<&str>) -> Result<()>;
+    /// At most 10 messages (SQS's cap; `max` above that is clamped). Visibility timeouts are
+    /// whole seconds (rounded up, at most 12 hours).
     async fn receive(
         &self,
         queue: &str,
