@@ -329,7 +329,7 @@ fn verify(a: VerifyArgs) -> ExitCode {
 
 fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     let body = read_body(a.body_file.as_ref(), false).context("reading --body-file")?;
-    let headers = crate::dev::sign_headers(
+    let headers = vaani_telephony::sign_headers(
         a.provider,
         &a.secret,
         &a.method,
@@ -337,6 +337,7 @@ fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
         &a.content_type,
         &body,
         a.nonce.as_deref(),
+        Utc::now(),
     )?;
     for (k, v) in headers {
         println!("{k}: {v}");

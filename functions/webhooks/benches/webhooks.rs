@@ -63,12 +63,27 @@ fn body(p: Provider, n: u64) -> (String, &'static str, String) {
 fn request(p: Provider, n: u64, now: chrono::DateTime<chrono::Utc>) -> WebhookRequest {
     let (path, ct, body) = body(p, n);
     let url = format!("{BASE}{path}");
-    let signed = vaani_telephony::sign_headers(p, &signing_secret(p), "POST", &url, ct, body.as_bytes(), None, now)
-        .unwrap_or_default();
+    let signed = vaani_telephony::sign_headers(
+        p,
+        &signing_secret(p),
+        "POST",
+        &url,
+        ct,
+        body.as_bytes(),
+        None,
+        now,
+    )
+    .unwrap_or_default();
     let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ct),
+    );
     for (k, v) in signed {
-        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(&v)) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
             headers.insert(k, v);
         }
     }
@@ -82,12 +97,25 @@ fn request(p: Provider, n: u64, now: chrono::DateTime<chrono::Utc>) -> WebhookRe
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let stores = EmbeddedStore::open(dir.path()).unwrap_or_else(|e| panic!("store: {e}")).stores();
+    let stores = EmbeddedStore::open(dir.path())
+        .unwrap_or_else(|e| panic!("store: {e}"))
+        .stores();
     let credentials = Provider::ALL
         .into_iter()
-        .map(|p| (p, ProviderCredentials { secret: secret(p), ..Default::default() }))
+        .map(|p| {
+            (
+                p,
+                ProviderCredentials {
+                    secret: secret(p),
+                    ..Default::default()
+                },
+            )
+        })
         .collect();
     rt.block_on(stores.tenants.put_tenant(&Tenant {
         id: "bench".into(),

@@ -30,8 +30,8 @@ pub use process::{process_event, Processed};
 #[derive(Clone)]
 pub struct Deps {
     pub stores: Stores,
-    /// Current time (injectable for tests).
-    pub clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// Current time (injectable for tests; give the store the same clock).
+    pub clock: vaani_store::Clock,
     /// HMAC key for media tokens placed in answer documents.
     pub media_token_key: Arc<Vec<u8>>,
     /// How long stored call events live (DynamoDB TTL).

@@ -19,7 +19,10 @@ fn now() -> DateTime<Utc> {
 }
 
 async fn setup() -> (Deps, Stores) {
-    let stores = EmbeddedStore::open_in_memory().unwrap().stores();
+    let stores = EmbeddedStore::open_in_memory()
+        .unwrap()
+        .with_clock(Arc::new(now))
+        .stores();
     let mut credentials = std::collections::BTreeMap::new();
     credentials.insert(
         Provider::Twilio,
