@@ -329,16 +329,13 @@ fn verify(a: VerifyArgs) -> ExitCode {
 
 fn sign(a: SignArgs) -> anyhow::Result<ExitCode> {
     let body = read_body(a.body_file.as_ref(), false).context("reading --body-file")?;
-    let headers = vaani_telephony::sign_headers(
-        a.provider,
-        &a.secret,
-        &a.method,
-        &a.url,
-        &a.content_type,
-        &body,
-        a.nonce.as_deref(),
-        Utc::now(),
-    )?;
+    let header = format!("Content-Type: {}", a.content_type);
+    let req = match build_request(&a.method, &a.url, &[header], body, None) {
+        Ok(r) => r,
+        Err(e) => return Ok(usage(e)),
+    };
+    let headers =
+        vaani_telephony::sign_headers(a.provider, &a.secret, &req, a.nonce.as_deref(), Utc::now())?;
     for (k, v) in headers {
         println!("{k}: {v}");
     }
@@ -396,10 +393,7 @@ async fn calls(c: CallsCmd) -> anyhow::Result<ExitCode> {
             } else if list.is_empty() {
                 println!("no calls in {}", data.dir().display());
             } else {
-                println!(
-                    "{:<30} {:<10} {:<10} {:<11} {:<16} {:<16} {:>6} {}",
-                    "CALL", "TENANT", "PROVIDER", "STATUS", "FROM", "TO", "SECS", "CREATED"
-                );
+                println!("CALL                           TENANT     PROVIDER   STATUS      FROM             TO                 SECS CREATED");
                 for r in &list {
                     let s = &r.state;
                     println!(

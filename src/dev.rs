@@ -154,7 +154,7 @@ async fn seed_demo_tenant(stores: &Stores) -> anyhow::Result<()> {
         let secret = match std::env::var(&var) {
             Ok(s) if !s.is_empty() => s,
             _ if p == Provider::Telnyx => continue,
-            _ => crate::local::encode_hex(&crate::local::random_bytes(16)?),
+            _ => hex::encode(crate::local::random_bytes(16)?),
         };
         tenant.credentials.insert(
             p,

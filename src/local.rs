@@ -30,16 +30,16 @@ pub fn open_store(dir: &Path) -> anyhow::Result<Stores> {
 /// The HMAC key for media tokens, created on first use and kept in the data directory (0600).
 pub fn media_token_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = dir.join("media-token.key");
-    if let Ok(hex) = std::fs::read_to_string(&path) {
+    if let Ok(text) = std::fs::read_to_string(&path) {
         let key =
-            decode_hex(hex.trim()).with_context(|| format!("{} is corrupt", path.display()))?;
+            hex::decode(text.trim()).with_context(|| format!("{} is corrupt", path.display()))?;
         if key.len() >= 32 {
             return Ok(key);
         }
     }
     let key = random_bytes(32)?;
     std::fs::create_dir_all(dir)?;
-    write_private(&path, &encode_hex(&key))?;
+    write_private(&path, &hex::encode(&key))?;
     Ok(key)
 }
 
@@ -50,20 +50,6 @@ pub fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
         .and_then(|mut f| f.read_exact(&mut buf))
         .context("reading /dev/urandom")?;
     Ok(buf)
-}
-
-pub fn encode_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {

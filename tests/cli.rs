@@ -1,5 +1,7 @@
 //! End-to-end tests of the `vaani` binary: the exact CLI surface the README documents, and
 //! `vaani dev` serving real HTTP over the embedded store.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -205,6 +207,8 @@ fn start_dev(data: &str) -> Dev {
             return Dev { child, addr };
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("vaani dev did not print a ready line");
 }
 

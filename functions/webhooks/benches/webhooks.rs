@@ -62,38 +62,26 @@ fn body(p: Provider, n: u64) -> (String, &'static str, String) {
 
 fn request(p: Provider, n: u64, now: chrono::DateTime<chrono::Utc>) -> WebhookRequest {
     let (path, ct, body) = body(p, n);
-    let url = format!("{BASE}{path}");
-    let signed = vaani_telephony::sign_headers(
-        p,
-        &signing_secret(p),
-        "POST",
-        &url,
-        ct,
-        body.as_bytes(),
-        None,
-        now,
-    )
-    .unwrap_or_default();
     let mut headers = http::HeaderMap::new();
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(ct),
     );
-    for (k, v) in signed {
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(k.as_bytes()),
-            http::HeaderValue::from_str(&v),
-        ) {
-            headers.insert(k, v);
-        }
-    }
-    WebhookRequest {
+    let mut req = WebhookRequest {
         method: http::Method::POST,
-        url,
+        url: format!("{BASE}{path}"),
         headers,
         body: body.into_bytes().into(),
         source_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+    };
+    let signed = vaani_telephony::sign_headers(p, &signing_secret(p), &req, None, now)
+        .unwrap_or_else(|e| panic!("signing: {e}"));
+    for (k, v) in signed {
+        let k = http::HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let v = http::HeaderValue::from_str(&v).unwrap_or_else(|e| panic!("{e}"));
+        req.headers.insert(k, v);
     }
+    req
 }
 
 fn bench(c: &mut Criterion) {

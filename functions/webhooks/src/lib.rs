@@ -14,6 +14,8 @@
 //! - `POST|GET /v1/{tenant}/status`: status callback from any provider, detected from the payload.
 //! - `GET /healthz`.
 
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod process;
 
 use std::sync::Arc;

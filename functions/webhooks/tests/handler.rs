@@ -1,5 +1,7 @@
 //! The webhook handler end to end over the embedded store: verification before anything,
 //! idempotent replays, out-of-order delivery, outbox recovery, answer documents.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

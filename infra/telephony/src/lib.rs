@@ -127,8 +127,9 @@ pub enum SignError {
     BadRequest(String),
 }
 
-/// The authentication headers `provider` would send with this request: what `vaani webhook
-/// sign` prints, and what tests and benchmarks use to make signed webhooks.
+/// The authentication headers `provider` would send with `req` (its method, URL, content type
+/// and body): what `vaani webhook sign` prints, and what tests and benchmarks use to make
+/// signed webhooks.
 ///
 /// `secret` is the auth token, or for Telnyx the Ed25519 private key seed (base64, 32 bytes).
 /// `nonce` is Plivo's nonce or Telnyx's timestamp (default: random / `now`). Exotel does not
@@ -136,16 +137,16 @@ pub enum SignError {
 pub fn sign_headers(
     provider: Provider,
     secret: &str,
-    method: &str,
-    url: &str,
-    content_type: &str,
-    body: &[u8],
+    req: &WebhookRequest,
     nonce: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<(String, String)>, SignError> {
     use base64::Engine;
-    let is_json = content_type.to_ascii_lowercase().contains("json");
-    let is_get = method.eq_ignore_ascii_case("GET");
+    let (method, url, body) = (req.method.as_str(), req.url.as_str(), &req.body[..]);
+    let is_json = req
+        .content_type()
+        .is_some_and(|c| c.to_ascii_lowercase().contains("json"));
+    let is_get = req.method == http::Method::GET;
     let form: Vec<(String, String)> = if is_json || is_get {
         Vec::new()
     } else {
