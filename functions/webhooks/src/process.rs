@@ -148,43 +148,46 @@ fn valid_call_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-/// Find or create the call an event belongs to.
+/// Find the call an event belongs to, or create it with the event already applied (one
+/// write instead of two for a call's first webhook). Returns the transition when it created.
 async fn resolve_call(
     tenant: &str,
     event: &CallEvent,
     now: DateTime<Utc>,
     deps: &Deps,
-) -> Result<CallRecord, StoreError> {
+) -> Result<(CallRecord, Option<Transition>), StoreError> {
     let calls = &deps.stores.calls;
     let claimed = event.call_id.as_deref().filter(|id| valid_call_id(id));
     if let Some(id) = claimed {
         if let Some(rec) = calls.get_call(tenant, id).await? {
-            return Ok(rec);
+            return Ok((rec, None));
         }
     } else if let Some(rec) = calls
         .find_call_by_provider_id(tenant, event.provider, &event.provider_call_id)
         .await?
     {
-        return Ok(rec);
+        return Ok((rec, None));
     }
     let call_id = claimed.map_or_else(
         || derived_call_id(tenant, event.provider, &event.provider_call_id),
         str::to_string,
     );
+    let (state, transition) = vaani_core::apply(&CallState::default(), event);
     let rec = CallRecord {
         tenant: tenant.to_string(),
         call_id,
         provider: event.provider,
         provider_call_id: event.provider_call_id.clone(),
-        state: CallState::default(),
+        state,
         created_at: now,
         updated_at: now,
         version: 1,
         node_id: None,
     };
     Ok(match calls.create_call(&rec).await? {
-        PutOutcome::Inserted => rec,
-        PutOutcome::Exists(existing) => existing,
+        PutOutcome::Inserted => (rec, Some(transition)),
+        // A concurrent first webhook created it: apply ours to theirs below.
+        PutOutcome::Exists(existing) => (existing, None),
     })
 }
 
@@ -197,7 +200,7 @@ pub async fn process_event(
     deps: &Deps,
 ) -> Result<Processed, StoreError> {
     let now = deps.now();
-    let mut rec = resolve_call(tenant, &event, now, deps).await?;
+    let (mut rec, created) = resolve_call(tenant, &event, now, deps).await?;
     let event_id = event.dedupe_id();
     let stored = StoredEvent {
         tenant: tenant.to_string(),
@@ -213,31 +216,14 @@ pub async fn process_event(
         PutOutcome::Exists(prev) => (true, prev.enqueued),
     };
 
-    let mut transition = Transition::Unchanged;
-    for attempt in 0..CAS_ATTEMPTS {
-        let (state, t) = vaani_core::apply(&rec.state, &event);
-        if t == Transition::Unchanged {
-            break;
+    let transition = match created {
+        Some(t) => t,
+        None => {
+            let (advanced, t) = advance(tenant, rec, &event, now, deps).await?;
+            rec = advanced;
+            t
         }
-        let mut next = rec.clone();
-        next.state = state;
-        next.version += 1;
-        next.updated_at = now;
-        if deps.stores.calls.update_call(&next).await? {
-            transition = t;
-            rec = next;
-            break;
-        }
-        if attempt + 1 == CAS_ATTEMPTS {
-            return Err(StoreError::Backend("call update kept conflicting".into()));
-        }
-        rec = deps
-            .stores
-            .calls
-            .get_call(tenant, &rec.call_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("call vanished during update".into()))?;
-    }
+    };
     if let Transition::Status { from, to } = transition {
         tracing::info!(tenant, call_id = %rec.call_id, provider = %event.provider, %from, %to, "call status");
     }
@@ -271,6 +257,36 @@ pub async fn process_event(
         transition,
         event,
     })
+}
+
+/// Apply `event` to the stored call with compare-and-swap, re-reading on conflict.
+async fn advance(
+    tenant: &str,
+    mut rec: CallRecord,
+    event: &CallEvent,
+    now: DateTime<Utc>,
+    deps: &Deps,
+) -> Result<(CallRecord, Transition), StoreError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (state, t) = vaani_core::apply(&rec.state, event);
+        if t == Transition::Unchanged {
+            return Ok((rec, t));
+        }
+        let mut next = rec.clone();
+        next.state = state;
+        next.version += 1;
+        next.updated_at = now;
+        if deps.stores.calls.update_call(&next).await? {
+            return Ok((next, t));
+        }
+        rec = deps
+            .stores
+            .calls
+            .get_call(tenant, &rec.call_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("call vanished during update".into()))?;
+    }
+    Err(StoreError::Backend("call update kept conflicting".into()))
 }
 
 struct Load<'a>(&'a MediaNode);

@@ -128,7 +128,10 @@ async fn replays_store_one_event_and_enqueue_once() {
     let call = &calls[0];
     assert_eq!(call.state.status, CallStatus::Completed);
     assert_eq!(call.state.transitions, 1);
-    assert_eq!(call.version, 2, "one create and one transition");
+    assert_eq!(
+        call.version, 1,
+        "created with the event applied, never rewritten"
+    );
     let events = stores
         .events
         .list_events("acme", &call.call_id)

@@ -19,7 +19,31 @@ pub enum PhoneError {
 /// `default_region` (ISO 3166-1 alpha-2, e.g. `"IN"`) is used for numbers without a country
 /// code. Indian inputs in every common shape are accepted: `9876543210`, `09876543210`,
 /// `919876543210`, `+91 98765 43210`.
+///
+/// Results are memoized in a small bounded cache: parsing with libphonenumber's metadata costs
+/// microseconds, and a tenant's own numbers (and repeat callers) recur in every webhook.
 pub fn normalize(input: &str, default_region: &str) -> Result<String, PhoneError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Memo = Mutex<HashMap<(String, String), Result<String, PhoneError>>>;
+    const MEMO_CAPACITY: usize = 4096;
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    let memo = MEMO.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (default_region.to_string(), input.to_string());
+    if let Some(hit) = memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return hit;
+    }
+    let result = normalize_uncached(input, default_region);
+    if let Ok(mut m) = memo.lock() {
+        if m.len() >= MEMO_CAPACITY {
+            m.clear();
+        }
+        m.insert(key, result.clone());
+    }
+    result
+}
+
+fn normalize_uncached(input: &str, default_region: &str) -> Result<String, PhoneError> {
     let region: Id = default_region
         .trim()
         .to_ascii_uppercase()

@@ -179,6 +179,17 @@ pub fn norm_key(k: &str) -> String {
         .collect()
 }
 
+/// `norm_key(a) == norm_key(b)` without allocating: lookups run for every field of every
+/// webhook, so this is on the hot path.
+pub fn same_key(a: &str, b: &str) -> bool {
+    fn chars(s: &str) -> impl Iterator<Item = char> + '_ {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-' | '[' | ']' | ' '))
+            .flat_map(char::to_lowercase)
+    }
+    chars(a).eq(chars(b))
+}
+
 impl Fields {
     /// Parse a body by content type; with no content type, JSON if it looks like JSON, else form.
     pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Result<Fields, ParseError> {
@@ -235,23 +246,21 @@ impl Fields {
         );
     }
 
-    /// First non-empty value of any of `names` (matched with [`norm_key`]).
+    /// First non-empty value of any of `names` (matched as by [`norm_key`]).
     pub fn get(&self, names: &[&str]) -> Option<&str> {
         names.iter().find_map(|n| {
-            let want = norm_key(n);
             self.pairs
                 .iter()
-                .find(|(k, v)| !v.trim().is_empty() && norm_key(k) == want)
+                .find(|(k, v)| !v.trim().is_empty() && same_key(k, n))
                 .map(|(_, v)| v.as_str())
         })
     }
 
     /// All values of `name` (repeated form keys).
-    pub fn get_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
-        let want = norm_key(name);
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.pairs
             .iter()
-            .filter(move |(k, _)| norm_key(k) == want)
+            .filter(move |(k, _)| same_key(k, name))
             .map(|(_, v)| v.as_str())
     }
 
@@ -434,6 +443,15 @@ mod tests {
         assert_eq!(f.get(&["CallSid"]), Some("CA1"));
         assert_eq!(f.get(&["callStatus"]), Some("completed"));
         assert_eq!(f.get(&["Empty"]), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn same_key_agrees_with_norm_key(a in "[A-Za-z_ \\-\\[\\]İ]{0,12}", b in "[A-Za-z_ \\-\\[\\]İ]{0,12}") {
+            proptest::prop_assert_eq!(same_key(&a, &b), norm_key(&a) == norm_key(&b));
+            let shouted = a.to_ascii_uppercase().replace('_', "-");
+            proptest::prop_assert!(same_key(&a, &shouted));
+        }
     }
 
     #[test]
