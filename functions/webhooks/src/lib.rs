@@ -145,7 +145,24 @@ pub fn url_path(url: &str) -> &str {
 }
 
 /// Handle one webhook. Never panics on hostile input; every failure is a response.
+///
+/// Nothing is acknowledged before it is durable: the store's writes are synced first, and a
+/// failed sync turns the answer into a 503 so the provider retries (processing is idempotent).
 pub async fn handle(req: WebhookRequest, deps: &Deps) -> Response {
+    let resp = route_and_handle(req, deps).await;
+    if resp.status >= 500 {
+        return resp;
+    }
+    match deps.stores.durability.sync().await {
+        Ok(()) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "store sync failed");
+            Response::error(503, "store_unavailable", "temporary storage failure, retry")
+        }
+    }
+}
+
+async fn route_and_handle(req: WebhookRequest, deps: &Deps) -> Response {
     let route = match route(url_path(&req.url)) {
         Ok(r) => r,
         Err(resp) => return resp,

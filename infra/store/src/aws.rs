@@ -188,7 +188,8 @@ impl AwsStore {
             tenants: s.clone(),
             nodes: s.clone(),
             counters: s.clone(),
-            queue: s,
+            queue: s.clone(),
+            durability: s,
         }
     }
 
@@ -1057,6 +1058,14 @@ async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// Every DynamoDB and SQS write is durable when its call returns.
+#[async_trait::async_trait]
+impl crate::Durability for AwsStore {
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

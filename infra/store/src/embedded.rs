@@ -53,9 +53,11 @@ CREATE TABLE calls (
     provider_call_id TEXT NOT NULL,
     created_at       TEXT NOT NULL,
     version          INTEGER NOT NULL,
-    doc              TEXT NOT NULL,
-    PRIMARY KEY (tenant, call_id)
-) WITHOUT ROWID;
+    doc              TEXT NOT NULL
+);
+-- Rowid tables with unique indexes, not WITHOUT ROWID: the JSON docs are large, and in a
+-- clustered table every insert with a random key splits pages full of docs.
+CREATE UNIQUE INDEX calls_key ON calls (tenant, call_id);
 CREATE INDEX calls_by_provider ON calls (tenant, provider, provider_call_id, created_at, call_id);
 CREATE INDEX calls_by_tenant_created ON calls (tenant, created_at, call_id);
 
@@ -66,9 +68,9 @@ CREATE TABLE events (
     received_at TEXT NOT NULL,
     enqueued    INTEGER NOT NULL,
     expires_ms  INTEGER,
-    doc         TEXT NOT NULL,
-    PRIMARY KEY (tenant, call_id, event_id)
-) WITHOUT ROWID;
+    doc         TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_key ON events (tenant, call_id, event_id);
 
 CREATE TABLE tenants (
     id  TEXT PRIMARY KEY NOT NULL,
@@ -93,7 +95,8 @@ CREATE TABLE queues (
 ) WITHOUT ROWID;
 
 CREATE TABLE messages (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- New rows always get max(seq)+1, so FIFO order holds without AUTOINCREMENT's extra write.
+    seq           INTEGER PRIMARY KEY,
     queue         TEXT NOT NULL,
     msg_id        TEXT NOT NULL,
     grp           TEXT NOT NULL,
@@ -141,6 +144,10 @@ struct Db {
     conn: Connection,
     /// When the open group-commit transaction began.
     open_since: Option<Instant>,
+    /// Number of the open (or last) transaction, for [`Durability::sync`].
+    txn: u64,
+    /// Recent transactions whose commit failed (rolled back), newest last.
+    failed: std::collections::VecDeque<u64>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -192,6 +199,10 @@ impl Db {
         exec(&self.conn, "COMMIT").inspect_err(|e| {
             tracing::error!(error = %e, "embedded store: commit failed, rolling back");
             let _ = exec(&self.conn, "ROLLBACK");
+            if self.failed.len() == 64 {
+                self.failed.pop_front();
+            }
+            self.failed.push_back(self.txn);
         })
     }
 }
@@ -271,6 +282,8 @@ impl EmbeddedStore {
                 db: Mutex::new(Db {
                     conn,
                     open_since: None,
+                    txn: 0,
+                    failed: std::collections::VecDeque::new(),
                 }),
                 window,
             }),
@@ -293,7 +306,8 @@ impl EmbeddedStore {
             tenants: s.clone(),
             nodes: s.clone(),
             counters: s.clone(),
-            queue: s,
+            queue: s.clone(),
+            durability: s,
         }
     }
 
@@ -373,6 +387,7 @@ impl EmbeddedStore {
         if g.conn.is_autocommit() {
             exec(&g.conn, "BEGIN IMMEDIATE")?;
             g.open_since = Some(Instant::now());
+            g.txn += 1;
         }
         if savepoint {
             exec(&g.conn, "SAVEPOINT op")?;
@@ -948,6 +963,36 @@ impl WorkQueue for EmbeddedStore {
                 .map_err(db)?;
             Ok(())
         })
+    }
+}
+
+/// Group commit: the caller's writes are in the open transaction (or already committed).
+/// Yield once so other ready requests can add theirs, then commit them all together, unless
+/// someone else already did. Under concurrent load one commit covers many webhooks; a lone
+/// request pays for one commit.
+#[async_trait]
+impl crate::Durability for EmbeddedStore {
+    async fn sync(&self) -> Result<()> {
+        let mine = {
+            let g = self.inner.lock();
+            if g.conn.is_autocommit() {
+                return if g.failed.contains(&g.txn) {
+                    Err(StoreError::Backend("commit failed; retry".into()))
+                } else {
+                    Ok(())
+                };
+            }
+            g.txn
+        };
+        tokio::task::yield_now().await;
+        let mut g = self.inner.lock();
+        if g.txn == mine && !g.conn.is_autocommit() {
+            g.commit()?;
+        }
+        if g.failed.contains(&mine) {
+            return Err(StoreError::Backend("commit failed; retry".into()));
+        }
+        Ok(())
     }
 }
 

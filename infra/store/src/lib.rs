@@ -234,6 +234,15 @@ pub trait WorkQueue: Send + Sync {
     async fn purge(&self, queue: &str) -> Result<()>;
 }
 
+/// Durability of this process's earlier writes. DynamoDB and SQS writes are durable when
+/// they return, so their `sync` does nothing; the embedded store groups writes into shared
+/// transactions and commits them here. A handler calls `sync` before it acknowledges a
+/// webhook, so an acknowledged webhook survives a crash.
+#[async_trait]
+pub trait Durability: Send + Sync {
+    async fn sync(&self) -> Result<()>;
+}
+
 /// All ports together, as handlers take them.
 #[derive(Clone)]
 pub struct Stores {
@@ -243,4 +252,5 @@ pub struct Stores {
     pub nodes: Arc<dyn NodeRegistry>,
     pub counters: Arc<dyn Counters>,
     pub queue: Arc<dyn WorkQueue>,
+    pub durability: Arc<dyn Durability>,
 }

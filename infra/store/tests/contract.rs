@@ -1079,6 +1079,50 @@ async fn embedded_group_commit_reaches_other_connections() {
     assert_eq!(count_calls(&dir3.path().join(DB_FILE)), 1);
 }
 
+/// `Durability::sync` commits the caller's writes, and those of every request that wrote in
+/// the meantime, in one transaction: after it returns they survive the process.
+#[tokio::test]
+async fn embedded_sync_makes_writes_durable_in_one_commit() {
+    use vaani_store::embedded::{OpenOptions, DB_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    let stores = EmbeddedStore::open_with(
+        dir.path(),
+        OpenOptions {
+            commit_window: Some(Duration::from_secs(3600)),
+        },
+    )
+    .unwrap()
+    .stores();
+    // Nothing open: sync is a no-op.
+    stores.durability.sync().await.unwrap();
+    let db = &db;
+    let request = |n: u32| {
+        let stores = stores.clone();
+        async move {
+            let id = format!("c{n}");
+            stores
+                .calls
+                .create_call(&call("t1", &id, &format!("CA{n}"), at(0)))
+                .await
+                .unwrap();
+            stores.durability.sync().await.unwrap();
+            // Durable (visible to another connection) as soon as this request's sync returned.
+            let conn = rusqlite::Connection::open(db).unwrap();
+            let mine: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM calls WHERE call_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(mine, 1, "request {n}");
+        }
+    };
+    futures::future::join_all((0..8).map(request)).await;
+    assert_eq!(count_calls(db), 8);
+}
+
 /// Two stores on one file (the dev server and a CLI): conditional writes stay correct across
 /// them, each waiting for the other's open transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
