@@ -243,6 +243,13 @@ mod tests {
         assert!(route("/").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn routing_never_panics(url in ".{0,80}") {
+            let _ = route(url_path(&url));
+        }
+    }
+
     #[test]
     fn paths_from_urls() {
         assert_eq!(

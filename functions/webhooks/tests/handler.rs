@@ -381,3 +381,54 @@ async fn universal_endpoint_detects_the_provider() {
     assert_eq!(calls[0].provider, Provider::Twilio);
     assert_eq!(calls[0].state.status, CallStatus::InProgress);
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("/v1/acme/twilio/status".to_string()),
+            Just("/v1/acme/twilio/answer".to_string()),
+            Just("/v1/acme/status".to_string()),
+            Just("/v1/acme/exotel/status?token=exo-token".to_string()),
+            "/[a-z0-9/%?=&._-]{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever arrives, the handler answers with a status and never panics; nothing
+        /// unverified is stored.
+        #[test]
+        fn arbitrary_requests_get_an_answer(
+            path in arb_path(),
+            body in prop::collection::vec(any::<u8>(), 0..512),
+            ct in prop_oneof![Just("application/x-www-form-urlencoded"), Just("application/json"), Just("text/xml"), Just("")],
+            sig in "[A-Za-z0-9+/=]{0,40}",
+            method in prop_oneof![Just(http::Method::POST), Just(http::Method::GET), Just(http::Method::PUT)],
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (deps, stores) = setup().await;
+                let mut headers = http::HeaderMap::new();
+                if !ct.is_empty() {
+                    headers.insert("content-type", ct.parse().unwrap());
+                }
+                headers.insert("x-twilio-signature", sig.parse().unwrap());
+                let req = WebhookRequest {
+                    method,
+                    url: format!("{BASE}{path}"),
+                    headers,
+                    body: body.into(),
+                    source_ip: Some("10.0.0.1".parse().unwrap()),
+                };
+                let resp = handle(req, &deps).await;
+                assert!((200..600).contains(&resp.status));
+                if resp.status != 200 {
+                    assert!(stores.calls.list_calls(None, 10).await.unwrap().is_empty());
+                }
+            });
+        }
+    }
+}
