@@ -62,6 +62,21 @@ fn normalize_uncached(input: &str, default_region: &str) -> Result<String, Phone
         let n = phonenumber::parse(Some(region), s).ok()?;
         phonenumber::is_valid(&n).then(|| n.format().mode(phonenumber::Mode::E164).to_string())
     };
+    // Indian inputs: reduce every common shape (`9876543210`, `09876543210`, `919876543210`)
+    // to the 10-digit national number first, so all shapes of one number agree even where
+    // libphonenumber's metadata treats them differently.
+    if region == Id::IN && !trimmed.starts_with('+') {
+        let national = match digits.len() {
+            10 => Some(digits.as_str()),
+            11 if digits.starts_with('0') => digits.get(1..),
+            12 if digits.starts_with("91") => digits.get(2..),
+            _ => None,
+        };
+        if let Some(national) = national {
+            return try_parse(&format!("+91{national}"))
+                .ok_or_else(|| PhoneError::Invalid(input.to_string()));
+        }
+    }
     if let Some(e164) = try_parse(trimmed) {
         return Ok(e164);
     }
@@ -211,6 +226,37 @@ static US_AREA_CODES: &[(&str, &str)] = &[
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Outside input never panics, and whatever normalizes is E.164 and stable.
+        #[test]
+        fn normalize_is_total_and_idempotent(input in "[+0-9 ()\\-.a-z]{0,20}") {
+            if let Ok(e164) = normalize(&input, "IN") {
+                prop_assert!(e164.starts_with('+'));
+                prop_assert!(e164[1..].chars().all(|c| c.is_ascii_digit()));
+                prop_assert_eq!(normalize(&e164, "IN"), Ok(e164.clone()));
+                prop_assert!(region(&e164).is_ok());
+            }
+            let _ = mask(&input);
+        }
+
+        #[test]
+        fn indian_mobiles_in_every_shape_agree(n in 6_000_000_000u64..10_000_000_000u64) {
+            let plain = n.to_string();
+            let forms = [
+                plain.clone(),
+                format!("0{plain}"),
+                format!("91{plain}"),
+                format!("+91 {} {}", &plain[..5], &plain[5..]),
+            ];
+            let first = normalize(&forms[0], "IN");
+            for f in &forms[1..] {
+                prop_assert_eq!(&normalize(f, "IN"), &first, "{}", f);
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
