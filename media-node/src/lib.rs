@@ -1,0 +1,15 @@
+//! The media node: every call's audio flows through here (DESIGN.md §1, media plane).
+//!
+//! Sans-IO style (DESIGN.md §3): the protocol cores in these modules are pure state machines
+//! fed `(now, input)` that return outputs and their next deadline; they never read the clock
+//! or own a socket. The driver that owns sockets and timers comes with the node binary.
+//!
+//! - [`codec`]: G.711 μ-law/A-law, the internal PCM format (16 kHz mono) and resampling;
+//! - [`rtp`]: RTP/RTCP packets, the jitter buffer, RFC 4733 DTMF, stream statistics;
+//! - [`streams`]: the providers' media-stream WebSocket protocols (Twilio, Exotel, Plivo, Telnyx);
+//! - [`sip`]: SIP messages, transactions and dialogs.
+
+pub mod codec;
+pub mod rtp;
+pub mod sip;
+pub mod streams;

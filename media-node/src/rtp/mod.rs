@@ -1,0 +1,1 @@
+//! rtp (being written: issue 3).

@@ -1,0 +1,1 @@
+//! sip (being written: issue 3).

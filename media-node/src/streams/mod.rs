@@ -1,0 +1,1 @@
+//! streams (being written: issue 3).
