@@ -109,7 +109,7 @@ pub async fn accept(
             reason = %e,
             from,
             to,
-            source_ip = ?req.source_ip,
+            source_ip = req.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             "webhook rejected"
         );
         return Err(Response::error(e.http_status(), e.code(), &e.to_string()));
