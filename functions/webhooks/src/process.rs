@@ -41,12 +41,17 @@ fn store_failure(e: StoreError) -> Response {
 /// Best-effort masked caller/callee for logs about rejected requests.
 fn masked_parties(req: &WebhookRequest) -> (String, String) {
     let f = Fields::from_body(req.content_type(), &req.body).unwrap_or_default();
-    let m = |names: &[&str]| {
+    let m = |names: &[&str], ptr: &str| {
         f.get(names)
+            .or_else(|| f.json_pointer(ptr).and_then(|v| v.as_str()))
             .map(vaani_core::phone::mask)
             .unwrap_or_default()
     };
-    (m(&["From", "CallFrom"]), m(&["To", "CallTo"]))
+    // Top-level form/JSON fields, or Telnyx's nested `data.payload`.
+    (
+        m(&["From", "CallFrom"], "/data/payload/from"),
+        m(&["To", "CallTo"], "/data/payload/to"),
+    )
 }
 
 fn verify_config(
