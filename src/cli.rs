@@ -64,8 +64,21 @@ pub struct DevArgs {
     /// signatures are checked against it. Default: http://<--http>.
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// What answers calls on this node: `echo` plays back what it hears (media tests).
+    #[arg(long, value_enum, default_value_t = AppKind::Echo)]
+    pub app: AppKind,
+    /// Concurrent calls this node takes; above it, media streams are refused with 503.
+    #[arg(long, default_value_t = 100)]
+    pub max_calls: u32,
     #[command(flatten)]
     pub data: DataArg,
+}
+
+/// The app a `vaani dev` node answers calls with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AppKind {
+    /// Play back what the caller says.
+    Echo,
 }
 
 #[derive(Debug, Subcommand)]

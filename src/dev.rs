@@ -8,12 +8,14 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
+use std::sync::atomic::{AtomicU32, Ordering};
 use vaani_events::Provider;
-use vaani_store::{ProviderCredentials, Stores, Tenant};
+use vaani_media::server::{EchoApp, StreamServer};
+use vaani_store::{MediaNode, ProviderCredentials, Stores, Tenant};
 use vaani_telephony::WebhookRequest;
 use vaani_webhooks::Deps;
 
-use crate::cli::DevArgs;
+use crate::cli::{AppKind, DevArgs};
 
 pub const DEFAULT_FALLBACK: &str =
     "Sorry, all our agents are busy right now. Please call again in a few minutes.";
@@ -44,7 +46,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let stores = crate::local::open_store(&dir)?;
     let key = crate::local::media_token_key(&dir)?;
     seed_demo_tenant(&stores).await?;
-    let deps = Deps::new(stores, key);
+    let deps = Deps::new(stores.clone(), key);
 
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -54,19 +56,48 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .public_url
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{local}"));
+    let ws_base = format!(
+        "{}/streams",
+        base_url
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
+    );
+
+    // The media node: provider media streams on the same port, answered by the chosen app.
+    let active = Arc::new(AtomicU32::new(0));
+    let streams = Arc::new(StreamServer {
+        token_key: deps.media_token_key.clone(),
+        require_token: true,
+        app: match args.app {
+            AppKind::Echo => Arc::new(EchoApp),
+        },
+        max_calls: args.max_calls,
+        active: active.clone(),
+    });
     let state = Arc::new(AppState {
         deps,
         base_url: base_url.clone(),
     });
-    let app = axum::Router::new().fallback(serve).with_state(state);
+    let app = vaani_media::server::router(streams)
+        .merge(axum::Router::new().fallback(serve).with_state(state));
+    let heartbeat = tokio::spawn(heartbeat(
+        stores.clone(),
+        ws_base.clone(),
+        args.max_calls,
+        active,
+    ));
 
     println!(
-        "vaani dev: control plane on embedded defaults (data in {})",
+        "vaani dev: control plane and media node on embedded defaults (data in {})",
         dir.display()
     );
     println!("  status webhooks:  {base_url}/v1/{DEMO_TENANT}/{{twilio|exotel|plivo|telnyx|signalwire}}/status");
     println!("  answer webhooks:  {base_url}/v1/{DEMO_TENANT}/{{provider}}/answer");
     println!("  any provider:     {base_url}/v1/{DEMO_TENANT}/status");
+    println!(
+        "  media streams:    {ws_base}/{{tenant}}/{{twilio|exotel|plivo|telnyx}} (app: {:?})",
+        args.app
+    );
     println!("  health:           {base_url}/healthz");
     println!(
         "  demo secrets:     vaani tenant show {DEMO_TENANT} --reveal --data {}",
@@ -81,8 +112,41 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("serving HTTP")?;
+    heartbeat.abort();
+    // Leave the registry so no answer webhook routes a call here any more.
+    if let Err(e) = stores.nodes.remove_node(DEV_NODE).await {
+        tracing::warn!(error = %e, "could not remove the node from the registry");
+    }
     eprintln!("vaani dev: stopped");
     Ok(())
+}
+
+/// Registry id of the `vaani dev` media node.
+pub const DEV_NODE: &str = "dev";
+/// How often the node refreshes its registry entry, and how long an entry lives without one.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const HEARTBEAT_TTL_SECS: i64 = 30;
+
+/// Keep this node's registry entry fresh so answer webhooks route calls to it.
+async fn heartbeat(stores: Stores, ws_base: String, capacity: u32, active: Arc<AtomicU32>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        let node = MediaNode {
+            id: DEV_NODE.to_string(),
+            sip_uri: String::new(),
+            ws_url: ws_base.clone(),
+            capacity,
+            active_calls: active.load(Ordering::Acquire),
+            draining: false,
+            last_heartbeat: now,
+            expires_at: now + chrono::Duration::seconds(HEARTBEAT_TTL_SECS),
+        };
+        if let Err(e) = stores.nodes.heartbeat(&node).await {
+            tracing::warn!(error = %e, "registry heartbeat failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

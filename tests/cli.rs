@@ -3,38 +3,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn vaani(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vaani"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run vaani")
-}
-
-fn vaani_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaani"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vaani");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
+use common::{post, start_dev, stdout, vaani, vaani_stdin};
 
 const VECTOR_URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
 const VECTOR_BODY: &str =
@@ -170,74 +141,6 @@ fn parse_prints_one_normalized_event() {
     );
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("malformed"));
-}
-
-struct Dev {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(data: &str) -> Dev {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaani"))
-        .args(["dev", "--http", "127.0.0.1:0", "--data", data])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn vaani dev");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.strip_prefix("ready ") {
-            let addr = rest
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("http="))
-                .expect("ready line names the http address")
-                .to_string();
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Dev { child, addr };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("vaani dev did not print a ready line");
-}
-
-/// A minimal HTTP/1.1 POST over a plain socket (loopback only).
-fn post(addr: &str, path: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[test]

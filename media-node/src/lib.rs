@@ -7,9 +7,11 @@
 //! - [`codec`]: G.711 μ-law/A-law, the internal PCM format (16 kHz mono) and resampling;
 //! - [`rtp`]: RTP/RTCP packets, the jitter buffer, RFC 4733 DTMF, stream statistics;
 //! - [`streams`]: the providers' media-stream WebSocket protocols (Twilio, Exotel, Plivo, Telnyx);
-//! - [`sip`]: SIP messages, transactions and dialogs.
+//! - [`sip`]: SIP messages, transactions and dialogs;
+//! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app.
 
 pub mod codec;
 pub mod rtp;
+pub mod server;
 pub mod sip;
 pub mod streams;

@@ -337,8 +337,14 @@ pub async fn plan_answer(
         // Media streams where the node offers them (no per-minute SIP-interface charge at
         // Twilio/Plivo), SIP otherwise. Exotel can only stream.
         Some(n) if !n.ws_url.is_empty() => (
+            // The tenant is in the path: the node checks the media token for (tenant, call).
             AnswerAction::ConnectStream {
-                url: format!("{}/{}", n.ws_url.trim_end_matches('/'), provider),
+                url: format!(
+                    "{}/{}/{}",
+                    n.ws_url.trim_end_matches('/'),
+                    tenant.id,
+                    provider
+                ),
             },
             Some(n.id.clone()),
         ),

@@ -340,7 +340,7 @@ async fn answer_connects_to_the_freest_live_node() {
     let xml = String::from_utf8(resp.body.to_vec()).unwrap();
     assert!(xml.contains("<Connect>"), "{xml}");
     assert!(
-        xml.contains("wss://n3.nodes.example.test/stream/twilio"),
+        xml.contains("wss://n3.nodes.example.test/stream/acme/twilio"),
         "{xml}"
     );
     assert!(xml.contains("vaani_call_id"), "{xml}");

@@ -564,7 +564,7 @@ async fn lambda_binary_end_to_end() {
     assert_eq!(r.content_type, "application/xml");
     assert!(
         r.body
-            .contains("<Connect><Stream url=\"wss://media-e2e.example.test/media/twilio\">")
+            .contains("<Connect><Stream url=\"wss://media-e2e.example.test/media/demo/twilio\">")
             && !r.body.contains("<Hangup"),
         "{}",
         r.body

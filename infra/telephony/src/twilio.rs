@@ -403,6 +403,25 @@ fn map_direction(s: &str) -> Option<Direction> {
 // ---------------------------------------------------------------------------------------------
 
 /// Render `plan` as TwiML.
+/// Twilio connects media streams over `wss://` only. Plain `ws://` is accepted for loopback
+/// hosts, so `vaani dev` and its tests (which play the provider themselves) work without TLS.
+fn stream_url_ok(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    let host_ok = parsed.host_str().is_some_and(|h| !h.is_empty());
+    match parsed.scheme() {
+        "wss" => host_ok,
+        "ws" => match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 pub fn render_answer(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
     render_twiml(plan)
 }
@@ -435,14 +454,11 @@ pub(crate) fn render_twiml(plan: &AnswerPlan) -> Result<AnswerDocument, RenderEr
         }
         AnswerAction::ConnectStream { url } => {
             let url = url.trim();
-            if !url
-                .get(..6)
-                .is_some_and(|s| s.eq_ignore_ascii_case("wss://"))
-                || url.len() <= 6
-            {
+            if !stream_url_ok(url) {
                 return Err(RenderError::Invalid {
                     what: "stream URL",
-                    detail: "media streams need an absolute wss:// URL".into(),
+                    detail: "media streams need an absolute wss:// URL (ws:// only on loopback)"
+                        .into(),
                 });
             }
             let url = xml_chars(url);

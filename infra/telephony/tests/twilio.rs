@@ -1071,3 +1071,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn stream_urls_must_be_wss_except_on_loopback() {
+    use vaani_core::{AnswerAction, AnswerPlan};
+    let plan = |url: &str| AnswerPlan {
+        call_id: "call-1".into(),
+        token: "v1.1.abc".into(),
+        action: AnswerAction::ConnectStream { url: url.into() },
+    };
+    for ok in [
+        "wss://media.example.test/streams/acme/twilio",
+        "ws://127.0.0.1:8080/streams/acme/twilio",
+        "ws://[::1]:8080/streams/acme/twilio",
+        "ws://localhost:8080/streams/acme/twilio",
+    ] {
+        assert!(vaani_telephony::twilio::render_answer(&plan(ok)).is_ok(), "{ok}");
+    }
+    for bad in [
+        "ws://media.example.test/streams/acme/twilio",
+        "ws://10.0.0.1/streams",
+        "https://media.example.test/streams",
+        "wss://",
+        "not a url",
+    ] {
+        assert!(vaani_telephony::twilio::render_answer(&plan(bad)).is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,314 @@
+//! Provider media streams end to end against `vaani dev --app echo`: the answer webhook routes
+//! the call to the dev media node, a WebSocket client speaks the provider's stream protocol
+//! with the token from the answer document, plays audio, and checks what comes back: the same
+//! audio, paced and framed by the provider's rules, marks after the audio they follow, and
+//! `clear` dropping what was not yet played.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::{signed_post, start_dev, vaani};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// μ-law encoding of one sample (ITU-T G.711), for making test audio.
+fn mulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 { 0x80 } else { 0 };
+    if s < 0 {
+        s = -s;
+    }
+    s = (s + BIAS).min(0x7FFF);
+    let exponent = (7 - (s.leading_zeros() as i32 - 17)).clamp(0, 7);
+    let mantissa = (s >> (exponent + 3)) & 0x0F;
+    !(sign | (exponent << 4) | mantissa) as u8
+}
+
+/// `ms` of a 440 Hz tone at 8 kHz as 16-bit samples.
+fn tone(ms: usize) -> Vec<i16> {
+    (0..ms * 8)
+        .map(|i| ((i as f64 * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin() * 8000.0) as i16)
+        .collect()
+}
+
+/// Pull `name="…" value="…"` parameters and the stream URL out of a TwiML answer.
+fn twiml_stream(xml: &str) -> (String, String, String) {
+    let attr = |after: &str, name: &str| -> String {
+        let rest = xml.split(after).nth(1).unwrap_or_default();
+        rest.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        attr("<Stream", "url").replace("&amp;", "&"),
+        attr("name=\"vaani_call_id\"", "value"),
+        attr("name=\"vaani_token\"", "value"),
+    )
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_json(ws: &mut Ws) -> Option<serde_json::Value> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .ok()??
+        {
+            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// The answer webhook for a new call, retried until the dev node has registered itself.
+fn answer(addr: &str, provider: &str, secret: &str, path: &str, body: &str) -> String {
+    for _ in 0..50 {
+        let (code, doc) = signed_post(addr, provider, secret, path, body);
+        assert_eq!(code, 200, "{doc}");
+        if doc.contains("ws://") {
+            return doc;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the answer never connected to the dev media node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_stream_echoes_audio_with_marks_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let dev = start_dev(&data);
+    let set = vaani(&[
+        "tenant",
+        "set",
+        "demo",
+        "--provider",
+        "twilio",
+        "--secret",
+        "tw-token",
+        "--data",
+        &data,
+    ]);
+    assert_eq!(set.status.code(), Some(0));
+    let addr = dev.addr.clone();
+    let xml = tokio::task::spawn_blocking(move || {
+        answer(&addr, "twilio", "tw-token", "/v1/demo/twilio/answer",
+            "CallSid=CAstream1&AccountSid=AC1&CallStatus=ringing&Direction=inbound&From=%2B919876543210&To=%2B918047491899")
+    })
+    .await
+    .unwrap();
+    let (url, call_id, token) = twiml_stream(&xml);
+    assert!(url.ends_with("/streams/demo/twilio"), "{xml}");
+    assert!(!call_id.is_empty() && !token.is_empty(), "{xml}");
+
+    // A wrong token is refused with a policy-violation close.
+    let (mut bad, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let start = |call: &str, tok: &str| {
+        serde_json::json!({
+        "event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
+        "start": {"streamSid": "MZ1", "accountSid": "AC1", "callSid": "CAstream1", "tracks": ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                  "customParameters": {"vaani_call_id": call, "vaani_token": tok}}
+    }).to_string()
+    };
+    bad.send(Message::text(start(&call_id, "v1.0.forged")))
+        .await
+        .unwrap();
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), bad.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            _ => break None,
+        }
+    };
+    assert_eq!(closed, Some(1008));
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text(
+        r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::text(start(&call_id, &token)))
+        .await
+        .unwrap();
+
+    // One second of tone in 20 ms frames, as Twilio sends it.
+    let sent: Vec<u8> = tone(1000).into_iter().map(mulaw).collect();
+    for (i, frame) in sent.chunks(160).enumerate() {
+        let msg = serde_json::json!({"event": "media", "sequenceNumber": (i + 2).to_string(), "streamSid": "MZ1",
+            "media": {"track": "inbound", "chunk": (i + 1).to_string(), "timestamp": (i * 20).to_string(),
+                      "payload": B64.encode(frame)}});
+        ws.send(Message::text(msg.to_string())).await.unwrap();
+    }
+    ws.send(Message::text(r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"60","dtmf":{"track":"inbound_track","digit":"5"}}"#)).await.unwrap();
+
+    // The echo: the same bytes, in frames of 20 ms, then the mark placed behind them.
+    let started = std::time::Instant::now();
+    let mut echoed = Vec::new();
+    let mut frames = 0;
+    loop {
+        let v = next_json(&mut ws).await.expect("the stream went quiet");
+        match v["event"].as_str() {
+            Some("media") => {
+                assert_eq!(v["streamSid"], "MZ1");
+                let bytes = B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap();
+                assert!(bytes.len() <= 160, "frames are 20 ms");
+                echoed.extend(bytes);
+                frames += 1;
+            }
+            Some("mark") => {
+                assert_eq!(v["mark"]["name"], "dtmf-5");
+                break;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert_eq!(echoed, sent, "echo returns exactly what was sent");
+    assert_eq!(frames, 50);
+    // Paced at real time: 1 s of audio cannot all have come back at once (60 ms lead).
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "sent faster than real time: {:?}",
+        started.elapsed()
+    );
+    // Twilio acknowledges the mark once played.
+    ws.send(Message::text(
+        r#"{"event":"mark","streamSid":"MZ1","sequenceNumber":"61","mark":{"name":"dtmf-5"}}"#,
+    ))
+    .await
+    .unwrap();
+
+    // Barge-in: another second of audio, then `0` clears what was not yet sent.
+    for (i, frame) in sent.chunks(160).enumerate() {
+        let msg = serde_json::json!({"event": "media", "sequenceNumber": (i + 70).to_string(), "streamSid": "MZ1",
+            "media": {"track": "inbound", "chunk": (i + 60).to_string(), "timestamp": (1200 + i * 20).to_string(),
+                      "payload": B64.encode(frame)}});
+        ws.send(Message::text(msg.to_string())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ws.send(Message::text(r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"200","dtmf":{"track":"inbound_track","digit":"0"}}"#)).await.unwrap();
+    let mut before_clear = 0;
+    loop {
+        let v = next_json(&mut ws).await.expect("no clear");
+        match v["event"].as_str() {
+            Some("media") => before_clear += 1,
+            Some("clear") => {
+                assert_eq!(v["streamSid"], "MZ1");
+                break;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert!(
+        before_clear < 50,
+        "clear came after the whole second was sent ({before_clear} frames)"
+    );
+    // Nothing more is played after the clear.
+    ws.send(Message::text(r#"{"event":"stop","sequenceNumber":"201","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CAstream1"}}"#)).await.unwrap();
+    while let Some(v) = next_json(&mut ws).await {
+        assert_ne!(v["event"], "media", "audio after clear: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_stream_echoes_pcm_in_valid_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let dev = start_dev(&data);
+    let set = vaani(&[
+        "tenant",
+        "set",
+        "demo",
+        "--provider",
+        "exotel",
+        "--secret",
+        "exo-token",
+        "--data",
+        &data,
+    ]);
+    assert_eq!(set.status.code(), Some(0));
+    let addr = dev.addr.clone();
+    let doc = tokio::task::spawn_blocking(move || {
+        answer(
+            &addr,
+            "exotel",
+            "exo-token",
+            "/v1/demo/exotel/answer?token=exo-token",
+            "CallSid=exo-stream-1&CallFrom=09876543210&CallTo=08047491899&Direction=incoming",
+        )
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let url = v["url"].as_str().unwrap().to_string();
+    assert!(
+        url.contains("/streams/demo/exotel?") && url.contains("vaani_token="),
+        "{url}"
+    );
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text(r#"{"event":"connected"}"#))
+        .await
+        .unwrap();
+    ws.send(Message::text(serde_json::json!({"event": "start", "sequence_number": "1", "stream_sid": "S1",
+        "start": {"stream_sid": "S1", "call_sid": "exo-stream-1", "account_sid": "acc",
+                  "from": "09876543210", "to": "08047491899", "custom_parameters": {},
+                  "media_format": {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "16"}}}).to_string()))
+        .await
+        .unwrap();
+    // One second of 16-bit little-endian PCM in 100 ms chunks, as Exotel sends it.
+    let sent: Vec<u8> = tone(1000).into_iter().flat_map(i16::to_le_bytes).collect();
+    for (i, chunk) in sent.chunks(1600).enumerate() {
+        ws.send(Message::text(serde_json::json!({"event": "media", "sequence_number": (i + 2).to_string(), "stream_sid": "S1",
+            "media": {"chunk": (i + 1).to_string(), "timestamp": (i * 100).to_string(), "payload": B64.encode(chunk)}}).to_string()))
+            .await
+            .unwrap();
+    }
+    ws.send(Message::text(r#"{"event":"dtmf","sequence_number":"20","stream_sid":"S1","dtmf":{"digit":"7","duration":"100"}}"#)).await.unwrap();
+    let mut echoed = Vec::new();
+    loop {
+        let v = next_json(&mut ws).await.expect("the stream went quiet");
+        match v["event"].as_str() {
+            Some("media") => {
+                assert_eq!(v["stream_sid"], "S1");
+                let bytes = B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap();
+                assert!(
+                    bytes.len() >= 3200 && bytes.len() <= 100_000 && bytes.len() % 320 == 0,
+                    "Exotel chunk of {} bytes",
+                    bytes.len()
+                );
+                echoed.extend(bytes);
+            }
+            Some("mark") => {
+                assert_eq!(v["mark"]["name"], "dtmf-7");
+                break;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert!(echoed.len() >= sent.len());
+    assert_eq!(
+        &echoed[..sent.len()],
+        &sent[..],
+        "echo returns the audio, padded only at the end"
+    );
+    assert!(
+        echoed[sent.len()..].iter().all(|b| *b == 0),
+        "padding is silence"
+    );
+}
