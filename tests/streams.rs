@@ -312,3 +312,165 @@ async fn exotel_stream_echoes_pcm_in_valid_chunks() {
         "padding is silence"
     );
 }
+
+/// Text of the first `<tag …>text</tag>` element.
+fn element_text(xml: &str, tag: &str) -> String {
+    xml.split(&format!("<{tag}"))
+        .nth(1)
+        .and_then(|s| s.split_once('>'))
+        .and_then(|(_, rest)| rest.split(&format!("</{tag}>")).next())
+        .unwrap_or_default()
+        .replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plivo_stream_echoes_audio_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let dev = start_dev(&data);
+    let set = vaani(&[
+        "tenant",
+        "set",
+        "demo",
+        "--provider",
+        "plivo",
+        "--secret",
+        "pl-token",
+        "--data",
+        &data,
+    ]);
+    assert_eq!(set.status.code(), Some(0));
+    let addr = dev.addr.clone();
+    let xml = tokio::task::spawn_blocking(move || {
+        answer(&addr, "plivo", "pl-token", "/v1/demo/plivo/answer",
+            "CallUUID=5a3b9c1e-0000-4000-8000-000000000001&From=919876543210&To=918047491899&CallStatus=ringing&Direction=inbound")
+    })
+    .await
+    .unwrap();
+    let url = element_text(&xml, "Stream");
+    assert!(
+        url.contains("/streams/demo/plivo?") && url.contains("vaani_token="),
+        "{xml}"
+    );
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // Plivo sends no `connected`; its start carries numbers where Twilio has strings.
+    ws.send(Message::text(serde_json::json!({"event": "start", "sequenceNumber": 1,
+        "start": {"callId": "5a3b9c1e-0000-4000-8000-000000000001", "streamId": "st-1", "accountId": "MA1",
+                  "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}},
+        "extra_headers": ""}).to_string()))
+        .await
+        .unwrap();
+    let sent: Vec<u8> = tone(400).into_iter().map(mulaw).collect();
+    for (i, frame) in sent.chunks(160).enumerate() {
+        ws.send(Message::text(serde_json::json!({"event": "media", "sequenceNumber": i + 2, "streamId": "st-1",
+            "media": {"track": "inbound", "timestamp": (1_705_312_200_000u64 + i as u64 * 20).to_string(),
+                      "chunk": i + 1, "payload": B64.encode(frame)}}).to_string()))
+            .await
+            .unwrap();
+    }
+    ws.send(Message::text(r#"{"event":"dtmf","sequenceNumber":40,"streamId":"st-1","dtmf":{"track":"inbound","digit":"5","timestamp":"1705312250000"}}"#)).await.unwrap();
+    let mut echoed = Vec::new();
+    loop {
+        let v = next_json(&mut ws).await.expect("the stream went quiet");
+        match v["event"].as_str() {
+            Some("playAudio") => {
+                assert_eq!(v["media"]["contentType"], "audio/x-mulaw");
+                assert_eq!(v["media"]["sampleRate"], 8000);
+                echoed.extend(B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap());
+            }
+            Some("checkpoint") => {
+                assert_eq!(v["name"], "dtmf-5");
+                break;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert_eq!(echoed, sent);
+    ws.send(Message::text(
+        r#"{"event":"playedStream","sequenceNumber":41,"streamId":"st-1","name":"dtmf-5"}"#,
+    ))
+    .await
+    .unwrap();
+    // Plivo has no stop event: closing the socket ends the stream.
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_stream_reorders_and_echoes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let dev = start_dev(&data);
+    let seed = [42u8; 32];
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    let set = vaani(&[
+        "tenant",
+        "set",
+        "demo",
+        "--provider",
+        "telnyx",
+        "--secret",
+        &B64.encode(public),
+        "--data",
+        &data,
+    ]);
+    assert_eq!(set.status.code(), Some(0));
+    let addr = dev.addr.clone();
+    let xml = tokio::task::spawn_blocking(move || {
+        // A TeXML voice webhook (Twilio-shaped form fields), signed with Ed25519.
+        answer(&addr, "telnyx", &B64.encode(seed), "/v1/demo/telnyx/answer",
+            "CallSid=v3:telnyx-stream-1&AccountSid=acct&CallStatus=ringing&Direction=inbound&From=%2B919876543210&To=%2B918047491899")
+    })
+    .await
+    .unwrap();
+    let (url, call_id, token) = twiml_stream(&xml);
+    assert!(url.ends_with("/streams/demo/telnyx"), "{xml}");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text(r#"{"event":"connected","version":"1.0.0"}"#))
+        .await
+        .unwrap();
+    ws.send(Message::text(serde_json::json!({"event": "start", "sequence_number": "1", "stream_id": "S-T",
+        "start": {"user_id": "u", "call_control_id": "v3:telnyx-stream-1", "from": "+919876543210", "to": "+918047491899",
+                  "custom_parameters": {"vaani_call_id": call_id, "vaani_token": token},
+                  "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}}).to_string()))
+        .await
+        .unwrap();
+    let sent: Vec<u8> = tone(400).into_iter().map(mulaw).collect();
+    let frames: Vec<&[u8]> = sent.chunks(160).collect();
+    // Telnyx does not guarantee order: deliver each pair of frames swapped.
+    let mut order: Vec<usize> = (0..frames.len()).collect();
+    for pair in order.chunks_mut(2) {
+        pair.reverse();
+    }
+    for i in order {
+        ws.send(Message::text(serde_json::json!({"event": "media", "sequence_number": (i + 2).to_string(), "stream_id": "S-T",
+            "media": {"track": "inbound", "chunk": (i + 1).to_string(), "timestamp": (i * 20).to_string(),
+                      "payload": B64.encode(frames[i])}}).to_string()))
+            .await
+            .unwrap();
+    }
+    ws.send(Message::text(
+        r##"{"event":"dtmf","stream_id":"S-T","sequence_number":"40","dtmf":{"digit":"#"}}"##,
+    ))
+    .await
+    .unwrap();
+    let mut echoed = Vec::new();
+    loop {
+        let v = next_json(&mut ws).await.expect("the stream went quiet");
+        match v["event"].as_str() {
+            Some("media") => {
+                echoed.extend(B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap())
+            }
+            Some("mark") => {
+                assert_eq!(v["mark"]["name"], "dtmf-#");
+                break;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert_eq!(echoed, sent, "frames come back in order");
+    ws.send(Message::text(r#"{"event":"stop","sequence_number":"41","stream_id":"S-T","stop":{"user_id":"u","call_control_id":"v3:telnyx-stream-1"}}"#)).await.unwrap();
+}

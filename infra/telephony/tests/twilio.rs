@@ -1086,7 +1086,10 @@ fn stream_urls_must_be_wss_except_on_loopback() {
         "ws://[::1]:8080/streams/acme/twilio",
         "ws://localhost:8080/streams/acme/twilio",
     ] {
-        assert!(vaani_telephony::twilio::render_answer(&plan(ok)).is_ok(), "{ok}");
+        assert!(
+            vaani_telephony::twilio::render_answer(&plan(ok)).is_ok(),
+            "{ok}"
+        );
     }
     for bad in [
         "ws://media.example.test/streams/acme/twilio",
@@ -1095,6 +1098,9 @@ fn stream_urls_must_be_wss_except_on_loopback() {
         "wss://",
         "not a url",
     ] {
-        assert!(vaani_telephony::twilio::render_answer(&plan(bad)).is_err(), "{bad}");
+        assert!(
+            vaani_telephony::twilio::render_answer(&plan(bad)).is_err(),
+            "{bad}"
+        );
     }
 }
