@@ -1,1 +1,516 @@
-//! codec (being written: issue 3).
+//! Codecs and the node's internal audio format.
+//!
+//! Every call leg, whatever it speaks on the wire (PCMU/PCMA over RTP, 16-bit PCM at 8, 16 or
+//! 24 kHz over a provider's WebSocket), is converted at the edge to one internal format:
+//! **16 kHz mono signed 16-bit PCM in 20 ms frames of 320 samples** ([`PcmFrame`]). 16 kHz is
+//! what the speech engines want, keeps the whole wideband voice range, and costs half of 32 kHz.
+//!
+//! - [`g711`]: μ-law/A-law, bit-exact to ITU-T G.711;
+//! - [`resample`]: the polyphase resampler between 8/16/24/48 kHz;
+//! - [`FrameDecoder`] / [`FrameEncoder`]: wire payload ⇄ internal 16 kHz PCM (decode + resample),
+//!   allocation-free per frame after construction;
+//! - [`Reframer`]: re-cuts arbitrary chunk sizes into exact 20 ms frames.
+//!
+//! All pure: no I/O, no clock.
+
+pub mod g711;
+pub mod resample;
+
+pub use resample::{ResampleError, Resampler};
+
+use std::time::Duration;
+
+/// Milliseconds in one internal frame.
+pub const FRAME_MS: u32 = 20;
+/// The internal sample rate.
+pub const INTERNAL_RATE: SampleRate = SampleRate::Hz16000;
+/// Samples in one internal frame (20 ms at 16 kHz).
+pub const FRAME_SAMPLES: usize = 320;
+
+/// The sample rates the node converts between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleRate {
+    /// 8 kHz: narrowband telephony (G.711, most PSTN media streams).
+    Hz8000,
+    /// 16 kHz: wideband; the internal rate.
+    Hz16000,
+    /// 24 kHz: some TTS engines and Exotel's highest stream rate.
+    Hz24000,
+    /// 48 kHz: Opus / WebRTC.
+    Hz48000,
+}
+
+impl SampleRate {
+    /// The rate in hertz.
+    pub const fn hz(self) -> u32 {
+        match self {
+            SampleRate::Hz8000 => 8_000,
+            SampleRate::Hz16000 => 16_000,
+            SampleRate::Hz24000 => 24_000,
+            SampleRate::Hz48000 => 48_000,
+        }
+    }
+
+    /// The rate for a hertz value, if it is one of ours.
+    pub const fn from_hz(hz: u32) -> Option<Self> {
+        match hz {
+            8_000 => Some(SampleRate::Hz8000),
+            16_000 => Some(SampleRate::Hz16000),
+            24_000 => Some(SampleRate::Hz24000),
+            48_000 => Some(SampleRate::Hz48000),
+            _ => None,
+        }
+    }
+
+    /// Samples in one 20 ms frame at this rate.
+    pub const fn frame_samples(self) -> usize {
+        (self.hz() / 50) as usize
+    }
+
+    /// Samples in `duration` at this rate (rounded down).
+    pub fn samples_in(self, duration: Duration) -> usize {
+        (duration.as_micros() * u128::from(self.hz()) / 1_000_000) as usize
+    }
+}
+
+/// How samples are laid out in a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// G.711 μ-law, one byte per sample (RTP static payload type 0).
+    Pcmu,
+    /// G.711 A-law, one byte per sample (RTP static payload type 8).
+    Pcma,
+    /// Signed 16-bit big-endian (network order): RTP `L16` (RFC 3551 §4.5.11).
+    L16,
+    /// Signed 16-bit little-endian: the raw PCM of provider media streams (Exotel, Plivo).
+    S16Le,
+}
+
+impl Encoding {
+    /// Bytes per sample.
+    pub const fn bytes_per_sample(self) -> usize {
+        match self {
+            Encoding::Pcmu | Encoding::Pcma => 1,
+            Encoding::L16 | Encoding::S16Le => 2,
+        }
+    }
+
+    /// The RTP static payload type (RFC 3551 table 4), where one exists at 8 kHz.
+    pub const fn static_payload_type(self) -> Option<u8> {
+        match self {
+            Encoding::Pcmu => Some(0),
+            Encoding::Pcma => Some(8),
+            Encoding::L16 | Encoding::S16Le => None,
+        }
+    }
+
+    /// The SDP `rtpmap` encoding name.
+    pub const fn sdp_name(self) -> &'static str {
+        match self {
+            Encoding::Pcmu => "PCMU",
+            Encoding::Pcma => "PCMA",
+            Encoding::L16 | Encoding::S16Le => "L16",
+        }
+    }
+}
+
+/// An audio format on the wire: encoding and sample rate (always mono).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AudioFormat {
+    /// Sample layout.
+    pub encoding: Encoding,
+    /// Sample rate.
+    pub rate: SampleRate,
+}
+
+impl AudioFormat {
+    /// G.711 μ-law at 8 kHz.
+    pub const PCMU: AudioFormat = AudioFormat::new(Encoding::Pcmu, SampleRate::Hz8000);
+    /// G.711 A-law at 8 kHz.
+    pub const PCMA: AudioFormat = AudioFormat::new(Encoding::Pcma, SampleRate::Hz8000);
+    /// The internal format, as little-endian bytes.
+    pub const INTERNAL: AudioFormat = AudioFormat::new(Encoding::S16Le, INTERNAL_RATE);
+
+    /// A format from its parts.
+    pub const fn new(encoding: Encoding, rate: SampleRate) -> Self {
+        AudioFormat { encoding, rate }
+    }
+
+    /// Payload bytes for `duration` of audio.
+    pub fn bytes_in(self, duration: Duration) -> usize {
+        self.rate.samples_in(duration) * self.encoding.bytes_per_sample()
+    }
+
+    /// Payload bytes in one 20 ms frame.
+    pub const fn frame_bytes(self) -> usize {
+        self.rate.frame_samples() * self.encoding.bytes_per_sample()
+    }
+}
+
+/// One internal frame: 20 ms of 16 kHz mono PCM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PcmFrame {
+    /// The samples.
+    pub samples: [i16; FRAME_SAMPLES],
+}
+
+impl PcmFrame {
+    /// A frame of digital silence.
+    pub const fn silence() -> Self {
+        PcmFrame {
+            samples: [0; FRAME_SAMPLES],
+        }
+    }
+}
+
+impl Default for PcmFrame {
+    fn default() -> Self {
+        PcmFrame::silence()
+    }
+}
+
+impl std::fmt::Debug for PcmFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peak = self
+            .samples
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        write!(f, "PcmFrame {{ 320 samples, peak {peak} }}")
+    }
+}
+
+/// Errors from the codec pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// A 16-bit payload with an odd number of bytes.
+    #[error("16-bit PCM payload has an odd length ({0} bytes)")]
+    OddLength(usize),
+    /// The output buffer is too small for what this input produces.
+    #[error("codec output needs {needed} elements, got room for {available}")]
+    OutputTooSmall {
+        /// Elements this call would produce.
+        needed: usize,
+        /// Length of the buffer given.
+        available: usize,
+    },
+}
+
+/// Most samples decoded per inner step; longer payloads are processed in pieces.
+const SCRATCH_SAMPLES: usize = 960;
+
+/// Wire payload → internal 16 kHz PCM: decodes, then resamples. Holds the resampler state of
+/// one stream, so use one per inbound leg.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    format: AudioFormat,
+    resampler: Resampler,
+    scratch: Box<[i16]>,
+}
+
+impl FrameDecoder {
+    /// A decoder for payloads in `format`.
+    pub fn new(format: AudioFormat) -> Self {
+        FrameDecoder {
+            format,
+            resampler: Resampler::new(format.rate, INTERNAL_RATE),
+            scratch: vec![0; SCRATCH_SAMPLES].into_boxed_slice(),
+        }
+    }
+
+    /// The wire format.
+    pub fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    /// 16 kHz samples the next `decode` of `payload_len` bytes writes.
+    pub fn output_len(&self, payload_len: usize) -> usize {
+        self.resampler
+            .output_len(payload_len / self.format.encoding.bytes_per_sample())
+    }
+
+    /// Decodes `payload`, writing 16 kHz samples to the front of `out`; returns how many. A
+    /// 20 ms payload at any rate gives exactly [`FRAME_SAMPLES`].
+    pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        let bps = self.format.encoding.bytes_per_sample();
+        if payload.len() / bps * bps != payload.len() {
+            return Err(CodecError::OddLength(payload.len()));
+        }
+        let needed = self.output_len(payload.len());
+        if out.len() < needed {
+            return Err(CodecError::OutputTooSmall {
+                needed,
+                available: out.len(),
+            });
+        }
+        let mut written = 0;
+        for chunk in payload.chunks(SCRATCH_SAMPLES * bps) {
+            let n = chunk.len() / bps;
+            let pcm = &mut self.scratch[..n];
+            match self.format.encoding {
+                Encoding::Pcmu => {
+                    g711::decode_ulaw(chunk, pcm);
+                }
+                Encoding::Pcma => {
+                    g711::decode_alaw(chunk, pcm);
+                }
+                Encoding::L16 => {
+                    for (s, b) in pcm.iter_mut().zip(chunk.chunks_exact(2)) {
+                        *s = i16::from_be_bytes([b[0], b[1]]);
+                    }
+                }
+                Encoding::S16Le => {
+                    for (s, b) in pcm.iter_mut().zip(chunk.chunks_exact(2)) {
+                        *s = i16::from_le_bytes([b[0], b[1]]);
+                    }
+                }
+            }
+            written += self.resampler.process(pcm, &mut out[written..]).map_err(
+                |ResampleError::OutputTooSmall { needed, available }| CodecError::OutputTooSmall {
+                    needed,
+                    available,
+                },
+            )?;
+        }
+        Ok(written)
+    }
+
+    /// Forgets resampler history (after a stream restart).
+    pub fn reset(&mut self) {
+        self.resampler.reset();
+    }
+}
+
+/// Internal 16 kHz PCM → wire payload: resamples, then encodes. One per outbound leg.
+#[derive(Debug, Clone)]
+pub struct FrameEncoder {
+    format: AudioFormat,
+    resampler: Resampler,
+    scratch: Box<[i16]>,
+}
+
+impl FrameEncoder {
+    /// An encoder producing payloads in `format`.
+    pub fn new(format: AudioFormat) -> Self {
+        FrameEncoder {
+            format,
+            resampler: Resampler::new(INTERNAL_RATE, format.rate),
+            // 320 internal samples become at most 960 at 48 kHz; pieces are sized to fit.
+            scratch: vec![0; SCRATCH_SAMPLES].into_boxed_slice(),
+        }
+    }
+
+    /// The wire format.
+    pub fn format(&self) -> AudioFormat {
+        self.format
+    }
+
+    /// Bytes the next `encode` of `samples` 16 kHz samples writes.
+    pub fn output_len(&self, samples: usize) -> usize {
+        self.resampler.output_len(samples) * self.format.encoding.bytes_per_sample()
+    }
+
+    /// Encodes 16 kHz `pcm` into the front of `out`; returns the byte count. One
+    /// [`PcmFrame`] gives exactly one 20 ms payload ([`AudioFormat::frame_bytes`]).
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        let needed = self.output_len(pcm.len());
+        if out.len() < needed {
+            return Err(CodecError::OutputTooSmall {
+                needed,
+                available: out.len(),
+            });
+        }
+        let bps = self.format.encoding.bytes_per_sample();
+        // Input piece so that its output fits the scratch at any ratio up to 16k → 48k (×3).
+        let piece = SCRATCH_SAMPLES / 3;
+        let mut written = 0;
+        for chunk in pcm.chunks(piece) {
+            let n = self.resampler.process(chunk, &mut self.scratch).map_err(
+                |ResampleError::OutputTooSmall { needed, available }| CodecError::OutputTooSmall {
+                    needed,
+                    available,
+                },
+            )?;
+            let resampled = &self.scratch[..n];
+            let dst = &mut out[written..written + n * bps];
+            match self.format.encoding {
+                Encoding::Pcmu => {
+                    g711::encode_ulaw(resampled, dst);
+                }
+                Encoding::Pcma => {
+                    g711::encode_alaw(resampled, dst);
+                }
+                Encoding::L16 => {
+                    for (b, s) in dst.chunks_exact_mut(2).zip(resampled) {
+                        b.copy_from_slice(&s.to_be_bytes());
+                    }
+                }
+                Encoding::S16Le => {
+                    for (b, s) in dst.chunks_exact_mut(2).zip(resampled) {
+                        b.copy_from_slice(&s.to_le_bytes());
+                    }
+                }
+            }
+            written += n * bps;
+        }
+        Ok(written)
+    }
+
+    /// Forgets resampler history.
+    pub fn reset(&mut self) {
+        self.resampler.reset();
+    }
+}
+
+/// Re-cuts a stream of 16 kHz samples arriving in arbitrary chunk sizes into exact 20 ms
+/// [`PcmFrame`]s. Holds less than one frame between calls; never allocates.
+#[derive(Debug, Clone)]
+pub struct Reframer {
+    pending: PcmFrame,
+    filled: usize,
+}
+
+impl Default for Reframer {
+    fn default() -> Self {
+        Reframer::new()
+    }
+}
+
+impl Reframer {
+    /// An empty reframer.
+    pub const fn new() -> Self {
+        Reframer {
+            pending: PcmFrame::silence(),
+            filled: 0,
+        }
+    }
+
+    /// Samples waiting for a full frame.
+    pub fn pending(&self) -> usize {
+        self.filled
+    }
+
+    /// Feeds `samples`, calling `on_frame` for every frame completed.
+    pub fn push(&mut self, mut samples: &[i16], mut on_frame: impl FnMut(&PcmFrame)) {
+        while !samples.is_empty() {
+            let take = (FRAME_SAMPLES - self.filled).min(samples.len());
+            self.pending.samples[self.filled..self.filled + take].copy_from_slice(&samples[..take]);
+            self.filled += take;
+            samples = &samples[take..];
+            if self.filled == FRAME_SAMPLES {
+                on_frame(&self.pending);
+                self.filled = 0;
+            }
+        }
+    }
+
+    /// Drops a partial frame.
+    pub fn clear(&mut self) {
+        self.filled = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_know_their_frame_sizes() {
+        assert_eq!(AudioFormat::PCMU.frame_bytes(), 160);
+        assert_eq!(AudioFormat::INTERNAL.frame_bytes(), 640);
+        assert_eq!(
+            AudioFormat::new(Encoding::S16Le, SampleRate::Hz24000).frame_bytes(),
+            960
+        );
+        assert_eq!(AudioFormat::PCMA.bytes_in(Duration::from_millis(30)), 240);
+        assert_eq!(SampleRate::from_hz(24_000), Some(SampleRate::Hz24000));
+        assert_eq!(SampleRate::from_hz(44_100), None);
+        assert_eq!(INTERNAL_RATE.frame_samples(), FRAME_SAMPLES);
+        assert_eq!(Encoding::Pcma.static_payload_type(), Some(8));
+    }
+
+    #[test]
+    fn every_format_turns_a_frame_into_a_frame_both_ways() {
+        let rates = [
+            SampleRate::Hz8000,
+            SampleRate::Hz16000,
+            SampleRate::Hz24000,
+            SampleRate::Hz48000,
+        ];
+        let encodings = [
+            Encoding::Pcmu,
+            Encoding::Pcma,
+            Encoding::L16,
+            Encoding::S16Le,
+        ];
+        for rate in rates {
+            for encoding in encodings {
+                let format = AudioFormat::new(encoding, rate);
+                let mut enc = FrameEncoder::new(format);
+                let mut dec = FrameDecoder::new(format);
+                let frame = PcmFrame::silence();
+                let mut wire = vec![0u8; format.frame_bytes()];
+                let mut back = [0i16; FRAME_SAMPLES];
+                for _ in 0..3 {
+                    assert_eq!(
+                        enc.encode(&frame.samples, &mut wire).unwrap(),
+                        format.frame_bytes()
+                    );
+                    assert_eq!(dec.decode(&wire, &mut back).unwrap(), FRAME_SAMPLES);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_byte_orders_are_distinct() {
+        let mut be = FrameDecoder::new(AudioFormat::new(Encoding::L16, SampleRate::Hz16000));
+        let mut le = FrameDecoder::new(AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000));
+        let mut out = [0i16; 1];
+        be.decode(&[0x01, 0x02], &mut out).unwrap();
+        assert_eq!(out[0], 0x0102);
+        le.decode(&[0x01, 0x02], &mut out).unwrap();
+        assert_eq!(out[0], 0x0201);
+        assert_eq!(
+            le.decode(&[1, 2, 3], &mut out),
+            Err(CodecError::OddLength(3))
+        );
+        assert_eq!(
+            le.decode(&[0; 8], &mut out),
+            Err(CodecError::OutputTooSmall {
+                needed: 4,
+                available: 1
+            })
+        );
+    }
+
+    #[test]
+    fn long_payloads_are_processed_in_pieces() {
+        // 100 ms of μ-law (800 bytes) → 1600 samples, and 200 ms of 48 kHz L16 (19200 bytes).
+        let mut dec = FrameDecoder::new(AudioFormat::PCMU);
+        let mut out = vec![0i16; 1600];
+        assert_eq!(dec.decode(&[0xFF; 800], &mut out).unwrap(), 1600);
+        let mut dec = FrameDecoder::new(AudioFormat::new(Encoding::L16, SampleRate::Hz48000));
+        let mut out = vec![0i16; 3200];
+        assert_eq!(dec.decode(&[0; 19200], &mut out).unwrap(), 3200);
+        let mut enc = FrameEncoder::new(AudioFormat::new(Encoding::L16, SampleRate::Hz48000));
+        let mut wire = vec![0u8; 19200];
+        assert_eq!(enc.encode(&out, &mut wire).unwrap(), 19200);
+    }
+
+    #[test]
+    fn reframer_cuts_exact_frames_from_odd_chunks() {
+        let mut r = Reframer::new();
+        let signal: Vec<i16> = (0..1000).map(|i| i as i16).collect();
+        let mut frames = Vec::new();
+        for chunk in signal.chunks(77) {
+            r.push(chunk, |f| frames.push(f.clone()));
+        }
+        assert_eq!(frames.len(), 3);
+        assert_eq!(r.pending(), 1000 - 960);
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(&f.samples[..], &signal[i * 320..(i + 1) * 320]);
+        }
+    }
+}
