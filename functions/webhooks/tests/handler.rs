@@ -299,6 +299,67 @@ async fn an_event_stored_but_not_queued_is_queued_on_retry() {
     assert_eq!(calls[0].state.status, CallStatus::Completed);
 }
 
+#[tokio::test]
+async fn tenants_are_isolated() {
+    let (deps, stores) = setup().await;
+    let mut credentials = std::collections::BTreeMap::new();
+    credentials.insert(
+        Provider::Twilio,
+        ProviderCredentials {
+            secret: "beta-token".into(),
+            ..Default::default()
+        },
+    );
+    stores
+        .tenants
+        .put_tenant(&Tenant {
+            id: "beta".into(),
+            name: "Beta".into(),
+            fallback_message: "Beta is busy.".into(),
+            credentials,
+        })
+        .await
+        .unwrap();
+    // Acme's signature is worthless on Beta's endpoint.
+    let forged = twilio_request(
+        "/v1/beta/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
+    assert_eq!(handle(forged, &deps).await.status, 401);
+    // The same provider call id under two tenants is two calls, each visible only to its tenant.
+    let a = twilio_request(
+        "/v1/acme/twilio/status",
+        &status_params("completed", "3"),
+        TOKEN,
+    );
+    let b = twilio_request(
+        "/v1/beta/twilio/status",
+        &status_params("ringing", "1"),
+        "beta-token",
+    );
+    assert_eq!(handle(a, &deps).await.status, 200);
+    assert_eq!(handle(b, &deps).await.status, 200);
+    let acme = stores.calls.list_calls(Some("acme"), 10).await.unwrap();
+    let beta = stores.calls.list_calls(Some("beta"), 10).await.unwrap();
+    assert_eq!((acme.len(), beta.len()), (1, 1));
+    assert_ne!(acme[0].call_id, beta[0].call_id);
+    assert_eq!(acme[0].state.status, CallStatus::Completed);
+    assert_eq!(beta[0].state.status, CallStatus::Ringing);
+    assert!(stores
+        .calls
+        .get_call("beta", &acme[0].call_id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(stores
+        .events
+        .list_events("beta", &acme[0].call_id)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 fn node(id: &str, capacity: u32, active: u32, draining: bool) -> MediaNode {
     MediaNode {
         id: id.into(),
