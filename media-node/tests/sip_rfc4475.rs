@@ -1,6 +1,7 @@
 //! RFC 4475 torture messages against `sip::message`: every valid message parses (and survives a
 //! serialize → parse round trip), every invalid one is rejected, and rejected requests get the
 //! answer the RFC asks for when one can be addressed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 
@@ -79,8 +80,17 @@ fn rejected_requests_are_answered_where_the_rfc_says() {
         ("mcl01", ErrorKind::Multiple("Content-Length"), Some(400)),
     ];
     let well_formed_reply = [
-        "clerr", "ncl", "ltgtruri", "lwsruri", "lwsstart", "trws", "escruri", "regbadct",
-        "mismatch01", "mismatch02", "mcl01",
+        "clerr",
+        "ncl",
+        "ltgtruri",
+        "lwsruri",
+        "lwsstart",
+        "trws",
+        "escruri",
+        "regbadct",
+        "mismatch01",
+        "mismatch02",
+        "mcl01",
     ];
     for (name, kind, status) in expected {
         let err = SipMessage::parse(&load(name)).unwrap_err();
@@ -101,10 +111,12 @@ fn rejected_requests_are_answered_where_the_rfc_says() {
                 // Where the request's From/To/Call-ID/CSeq were sound, the reply is itself a
                 // well-formed response with our To tag.
                 if well_formed_reply.contains(name) {
-                    let SipMessage::Response(r) = SipMessage::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}")) else {
+                    let SipMessage::Response(r) =
+                        SipMessage::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+                    else {
                         panic!("{name}: reply is not a response")
                     };
-                    assert_eq!(r.headers.to.tag().is_some(), true, "{name}: To tag");
+                    assert!(r.headers.to.tag().is_some(), "{name}: To tag");
                 }
             }
         }
@@ -145,7 +157,10 @@ fn valid_messages_carry_the_values_the_rfc_describes() {
         r.method,
         Method::Extension("!interesting-Method0123456789_*+`.%indeed'~".into())
     );
-    assert_eq!(r.headers.to.display.as_deref(), Some("BEL:\u{7} NUL:\0 DEL:\u{7f}"));
+    assert_eq!(
+        r.headers.to.display.as_deref(),
+        Some("BEL:\u{7} NUL:\0 DEL:\u{7f}")
+    );
     assert_eq!(r.headers.from.tag(), Some("_token~1'+`*%!-."));
 
     // dblreq: the second request in the datagram is not part of the first.

@@ -22,7 +22,18 @@ pub(crate) fn is_word_char(b: u8) -> bool {
     is_token_char(b)
         || matches!(
             b,
-            b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}'
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
         )
 }
 

@@ -148,7 +148,7 @@ impl Via {
     /// `any_version` accepts a protocol version other than 2.0, which only the `505` answer to
     /// a request of another SIP version needs (RFC 4475 §3.1.2.16).
     pub(crate) fn parse_version(s: &str, any_version: bool) -> Option<Via> {
-        let mut c = Cursor::new(s.trim_matches(|ch: char| ch == ' ' || ch == '\t'));
+        let mut c = Cursor::new(s.trim_matches([' ', '\t']));
         let name = c.token()?;
         if !name.eq_ignore_ascii_case("SIP") || !c.eat_sep(b'/') {
             return None;
@@ -329,7 +329,7 @@ impl NameAddr {
                 // display-name = *(token LWS): read up to '<', every word a token.
                 let before = c.take_while(|b| b != b'<');
                 let words: Vec<&str> = before
-                    .split(|ch: char| ch == ' ' || ch == '\t')
+                    .split([' ', '\t'])
                     .filter(|w| !w.is_empty())
                     .collect();
                 if !words.iter().all(|w| is_token(w)) {
@@ -426,7 +426,7 @@ pub struct CSeq {
 
 impl CSeq {
     pub(crate) fn parse(s: &str) -> Option<CSeq> {
-        let mut c = Cursor::new(s.trim_matches(|ch: char| ch == ' ' || ch == '\t'));
+        let mut c = Cursor::new(s.trim_matches([' ', '\t']));
         let digits = c.take_while(|b| b.is_ascii_digit());
         // Leading zeros are fine ("0009"); the value must fit 32 bits.
         let trimmed = digits.trim_start_matches('0');
@@ -506,8 +506,8 @@ mod tests {
         assert_eq!(v.branch(), Some("390skdjuw"));
         assert_eq!(v.rport(), Some(None));
         assert!(!v.has_rfc3261_branch());
-        let v = Via::parse("SIP/2.0/TCP spindle.example.com   ;  branch  =   z9hG4bK9ikj8  ")
-            .unwrap();
+        let v =
+            Via::parse("SIP/2.0/TCP spindle.example.com   ;  branch  =   z9hG4bK9ikj8  ").unwrap();
         assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
         assert!(v.has_rfc3261_branch());
         let v = Via::parse("SIP/2.0/UNKNOWN t4.example.com:5070;branch=z9hG4bKasd0f3en").unwrap();
@@ -543,14 +543,21 @@ mod tests {
         let mut v = Via::parse("SIP/2.0/UDP 203.0.113.9:5070;branch=z9hG4bKx").unwrap();
         v.stamp_received(src);
         assert!(v.received().is_none());
-        assert_eq!(v.response_address(), Some("203.0.113.9:5070".parse().unwrap()));
+        assert_eq!(
+            v.response_address(),
+            Some("203.0.113.9:5070".parse().unwrap())
+        );
         let v = Via::parse("SIP/2.0/UDP host.example.com;branch=z9hG4bKx").unwrap();
         assert_eq!(v.response_address(), None);
     }
 
     #[test]
     fn name_addrs() {
-        let n = NameAddr::parse(r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#, false).unwrap();
+        let n = NameAddr::parse(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
+            false,
+        )
+        .unwrap();
         assert_eq!(n.display.as_deref(), Some(r#"J Rosenberg \""#));
         assert_eq!(n.tag(), Some("98asjd8"));
         let n = NameAddr::parse("caller<sip:caller@example.com>;tag=323", false).unwrap();

@@ -445,8 +445,11 @@ fn find_head_end(data: &[u8]) -> Option<usize> {
     data.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
-/// The start line and the unfolded `(name, value)` header fields of a header section.
-fn split_head(head: &str) -> Result<(&str, Vec<(&str, String)>), ErrorKind> {
+/// The unfolded `(name, value)` header fields of a header section.
+type Fields<'a> = Vec<(&'a str, String)>;
+
+/// Splits a header section into its start line and unfolded fields.
+fn split_head(head: &str) -> Result<(&str, Fields<'_>), ErrorKind> {
     let mut lines = head.split("\r\n");
     let start = lines.next().unwrap_or("");
     let mut fields: Vec<(&str, String)> = Vec::new();
@@ -469,11 +472,17 @@ fn split_head(head: &str) -> Result<(&str, Vec<(&str, String)>), ErrorKind> {
             continue;
         }
         let colon = line.find(':').ok_or(ErrorKind::HeaderLine)?;
-        let name = line.get(..colon).unwrap_or("").trim_end_matches([' ', '\t']);
+        let name = line
+            .get(..colon)
+            .unwrap_or("")
+            .trim_end_matches([' ', '\t']);
         if !is_token(name) {
             return Err(ErrorKind::HeaderLine);
         }
-        let value = line.get(colon + 1..).unwrap_or("").trim_matches([' ', '\t']);
+        let value = line
+            .get(colon + 1..)
+            .unwrap_or("")
+            .trim_matches([' ', '\t']);
         if fields.len() >= MAX_HEADERS {
             return Err(ErrorKind::TooManyHeaders);
         }
@@ -586,7 +595,8 @@ fn parse_content_length(v: &str) -> Result<Option<usize>, ErrorKind> {
     Ok(Some(if t.is_empty() {
         0
     } else {
-        t.parse().map_err(|_| ErrorKind::Malformed("Content-Length"))?
+        t.parse()
+            .map_err(|_| ErrorKind::Malformed("Content-Length"))?
     }))
 }
 
@@ -641,11 +651,7 @@ fn parse_inner(data: &[u8]) -> Result<SipMessage, ErrorKind> {
                 "Call-ID",
             )?,
             "cseq" => set_once(&mut cseq, CSeq::parse(&value), "CSeq")?,
-            "max-forwards" => set_once(
-                &mut max_forwards,
-                parse_u8_field(&value),
-                "Max-Forwards",
-            )?,
+            "max-forwards" => set_once(&mut max_forwards, parse_u8_field(&value), "Max-Forwards")?,
             "content-length" => {
                 let v = parse_content_length(&value)?;
                 set_once(&mut content_length, Some(v), "Content-Length")?;
@@ -659,17 +665,16 @@ fn parse_inner(data: &[u8]) -> Result<SipMessage, ErrorKind> {
                 if value == "*" {
                     contact_wildcard = true;
                 } else {
-                    let list =
-                        NameAddr::parse_list(&value, false).ok_or(ErrorKind::Malformed("Contact"))?;
+                    let list = NameAddr::parse_list(&value, false)
+                        .ok_or(ErrorKind::Malformed("Contact"))?;
                     contact.extend(list);
                 }
                 if contact_wildcard && !contact.is_empty() {
                     return Err(ErrorKind::Malformed("Contact"));
                 }
             }
-            "route" => route.extend(
-                NameAddr::parse_list(&value, true).ok_or(ErrorKind::Malformed("Route"))?,
-            ),
+            "route" => route
+                .extend(NameAddr::parse_list(&value, true).ok_or(ErrorKind::Malformed("Route"))?),
             "record-route" => record_route.extend(
                 NameAddr::parse_list(&value, true).ok_or(ErrorKind::Malformed("Record-Route"))?,
             ),
@@ -741,7 +746,11 @@ fn salvage(data: &[u8]) -> Option<Salvage> {
     let mut lines = head.split("\r\n");
     let start = lines.next()?;
     let first = start.split(' ').next()?;
-    if first.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) || !is_token(first) {
+    if first
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+        || !is_token(first)
+    {
         return None;
     }
     let mut fields: Vec<(String, String)> = Vec::new();
@@ -782,12 +791,12 @@ fn salvage(data: &[u8]) -> Option<Salvage> {
     }
     Some(Salvage {
         via,
-        from: single("From").map(|v| {
-            NameAddr::parse(v, false).map_or_else(|| v.to_string(), |n| n.to_string())
-        }),
+        from: single("From")
+            .map(|v| NameAddr::parse(v, false).map_or_else(|| v.to_string(), |n| n.to_string())),
         to: single("To").map(|v| NameAddr::parse(v, false).ok_or_else(|| v.to_string())),
         call_id: single("Call-ID").map(str::to_string),
-        cseq: single("CSeq").map(|v| CSeq::parse(v).map_or_else(|| v.to_string(), |c| c.to_string())),
+        cseq: single("CSeq")
+            .map(|v| CSeq::parse(v).map_or_else(|| v.to_string(), |c| c.to_string())),
     })
 }
 
@@ -926,7 +935,10 @@ mod tests {
         assert_eq!(r.headers.to.tag(), Some("t1"));
         assert_eq!(r.headers.cseq.seq, 314159);
 
-        let no_via = INVITE.replace("Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds;rport\r\n", "");
+        let no_via = INVITE.replace(
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK776asdhds;rport\r\n",
+            "",
+        );
         let e = SipMessage::parse(no_via.as_bytes()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Missing("Via"));
         assert!(!e.can_reply());
@@ -968,7 +980,10 @@ mod tests {
         buf.clear();
         buf.extend_from_slice(INVITE.as_bytes());
         let len = INVITE.len();
-        assert_eq!(frame_stream(&buf[..len - 1]).unwrap(), StreamFrame::Incomplete);
+        assert_eq!(
+            frame_stream(&buf[..len - 1]).unwrap(),
+            StreamFrame::Incomplete
+        );
         assert_eq!(frame_stream(&buf[..20]).unwrap(), StreamFrame::Incomplete);
         buf.extend_from_slice(b"OPTIONS");
         assert_eq!(frame_stream(&buf).unwrap(), StreamFrame::Message { len });

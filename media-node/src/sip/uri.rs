@@ -28,7 +28,8 @@ impl Param {
     /// Case-insensitive name match on the unescaped name.
     pub fn name_matches(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
-            || (self.name.contains('%') && unescape(&self.name).eq_ignore_ascii_case(name.as_bytes()))
+            || (self.name.contains('%')
+                && unescape(&self.name).eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
@@ -72,7 +73,9 @@ impl Host {
         let trimmed = s.strip_suffix('.').unwrap_or(s);
         let labels_ok = trimmed.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -201,9 +204,8 @@ impl SipUri {
         } else {
             None
         };
-        let paramchar = |b: u8| {
-            is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
-        };
+        let paramchar =
+            |b: u8| is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$');
         let mut params = Vec::new();
         while c.eat(b';') {
             let name = c.take_while(|b| paramchar(b) || b == b'%');
@@ -285,7 +287,10 @@ impl fmt::Display for SipUri {
 pub enum Uri {
     Sip(SipUri),
     /// Any other `absoluteURI` (`tel:`, `http:`, …), kept opaque. `scheme` is as written.
-    Other { scheme: String, rest: String },
+    Other {
+        scheme: String,
+        rest: String,
+    },
 }
 
 impl Uri {
@@ -388,14 +393,20 @@ mod tests {
     #[test]
     fn torture_uris() {
         let u = sip("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com");
-        assert_eq!(u.user.as_deref(), Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
+        assert_eq!(
+            u.user.as_deref(),
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+        );
         let u = sip("sip:sips%3Auser%40example.com@example.net");
         assert_eq!(u.user_unescaped().unwrap(), b"sips:user@example.com");
         let u = sip("sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31");
         assert!(u.param("lr").is_some());
         assert!(Uri::parse("soap.beep://192.0.2.103:3002").is_some());
         assert!(Uri::parse("nobodyKnowsThisScheme:totallyopaquecontent").is_some());
-        assert_eq!(sip("sip:192.0.2.1").host, Host::V4("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            sip("sip:192.0.2.1").host,
+            Host::V4("192.0.2.1".parse().unwrap())
+        );
     }
 
     #[test]
