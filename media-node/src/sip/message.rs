@@ -757,7 +757,9 @@ fn salvage(data: &[u8]) -> Option<Salvage> {
     for line in lines {
         if line.starts_with([' ', '\t']) {
             if let Some((_, v)) = fields.last_mut() {
-                v.push(' ');
+                if !v.is_empty() {
+                    v.push(' ');
+                }
                 v.push_str(line.trim());
             }
         } else if let Some((n, v)) = line.split_once(':') {

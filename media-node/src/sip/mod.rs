@@ -9,11 +9,15 @@
 //!   them (§17.1.3, §17.2.3); fed `(now, event)`, they return messages to send, notifications
 //!   for the transaction user and the next deadline. They never read the clock or own a socket.
 //!
-//! Dialogs and SDP come next (issue 3).
+//! - [`sdp`]: SDP parse/serialize with a typed audio model, and RFC 3264 offer/answer for
+//!   PCMU/PCMA/G.722/Opus, `telephone-event`, `ptime` and direction (hold).
+//!
+//! Dialogs come next (issue 3).
 
 mod grammar;
 pub mod header;
 pub mod message;
+pub mod sdp;
 pub mod transaction;
 pub mod uri;
 

@@ -94,11 +94,18 @@ fn main() {
     );
     let _ = writeln!(table, "|---|---|---|---|---|---|");
     let mut score = [[0u32; 2]; 3];
-    for line in expected.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in expected
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let mut it = line.split_whitespace();
         let (name, section, class) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
         let data = std::fs::read(dir.join(format!("{name}.dat"))).expect("dat");
-        let results = [rsip_check(&data), rsipstack_check(&data), vaani_check(&data)];
+        let results = [
+            rsip_check(&data),
+            rsipstack_check(&data),
+            vaani_check(&data),
+        ];
         let mut cells = Vec::new();
         for (i, (m, t, err)) in results.iter().enumerate() {
             let v = verdict(class, *t);
@@ -131,7 +138,10 @@ fn main() {
     }
     println!("{table}");
     for (i, n) in ["rsip", "rsipstack", "vaani"].iter().enumerate() {
-        println!("{n}: {} conforming, {} wrong (typed level)", score[i][1], score[i][0]);
+        println!(
+            "{n}: {} conforming, {} wrong (typed level)",
+            score[i][1], score[i][0]
+        );
     }
     println!("\nerrors:\n{notes}");
 }
