@@ -65,11 +65,21 @@ pub enum ErrorKind {
 }
 
 /// A rejected message: the reason, and what is needed to answer it if it was a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Neither `Display` nor `Debug` shows message content (caller numbers, credentials).
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}")]
 pub struct ParseError {
     kind: ErrorKind,
     salvage: Option<Box<Salvage>>,
+}
+
+impl std::fmt::Debug for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParseError")
+            .field("kind", &self.kind)
+            .field("can_reply", &self.can_reply())
+            .finish()
+    }
 }
 
 /// The header fields of a rejected request that a response copies (RFC 3261 §8.2.6.2). Via
@@ -948,6 +958,16 @@ mod tests {
         let v3 = INVITE.replace("SIP/2.0\r\n", "SIP/3.0\r\n");
         let e = SipMessage::parse(v3.as_bytes()).unwrap_err();
         assert_eq!(e.reply_status(), Some(505));
+    }
+
+    #[test]
+    fn errors_show_no_message_content() {
+        let bad = INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
+        let e = SipMessage::parse(bad.as_bytes()).unwrap_err();
+        for shown in [format!("{e}"), format!("{e:?}")] {
+            assert!(!shown.contains("alice"), "{shown}");
+            assert!(!shown.contains("10.0.0.1"), "{shown}");
+        }
     }
 
     #[test]
