@@ -11,9 +11,10 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{signed_post, start_dev, vaani};
+use common::{signed_post, start_dev, vaani, Dev};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+use vaani_media::codec::g711;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -396,11 +397,9 @@ async fn plivo_stream_echoes_audio_and_checkpoints() {
     ws.close(None).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn telnyx_stream_reorders_and_echoes() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap().to_string();
-    let dev = start_dev(&data);
+/// A Telnyx tenant on `dev` and a TeXML answer for call `call`: the stream URL, our call id
+/// and the media token.
+async fn telnyx_answer(dev: &Dev, data: &str, call: &str) -> (String, String, String) {
     let seed = [42u8; 32];
     let public = ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()
@@ -414,19 +413,34 @@ async fn telnyx_stream_reorders_and_echoes() {
         "--secret",
         &B64.encode(public),
         "--data",
-        &data,
+        data,
     ]);
     assert_eq!(set.status.code(), Some(0));
     let addr = dev.addr.clone();
+    let body = format!("CallSid={call}&AccountSid=acct&CallStatus=ringing&Direction=inbound&From=%2B919876543210&To=%2B918047491899");
     let xml = tokio::task::spawn_blocking(move || {
         // A TeXML voice webhook (Twilio-shaped form fields), signed with Ed25519.
-        answer(&addr, "telnyx", &B64.encode(seed), "/v1/demo/telnyx/answer",
-            "CallSid=v3:telnyx-stream-1&AccountSid=acct&CallStatus=ringing&Direction=inbound&From=%2B919876543210&To=%2B918047491899")
+        answer(
+            &addr,
+            "telnyx",
+            &B64.encode(seed),
+            "/v1/demo/telnyx/answer",
+            &body,
+        )
     })
     .await
     .unwrap();
     let (url, call_id, token) = twiml_stream(&xml);
     assert!(url.ends_with("/streams/demo/telnyx"), "{xml}");
+    (url, call_id, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_stream_reorders_and_echoes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let dev = start_dev(&data);
+    let (url, call_id, token) = telnyx_answer(&dev, &data, "v3:telnyx-stream-1").await;
 
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
     ws.send(Message::text(r#"{"event":"connected","version":"1.0.0"}"#))
@@ -473,4 +487,86 @@ async fn telnyx_stream_reorders_and_echoes() {
     }
     assert_eq!(echoed, sent, "frames come back in order");
     ws.send(Message::text(r#"{"event":"stop","sequence_number":"41","stream_id":"S-T","stop":{"user_id":"u","call_control_id":"v3:telnyx-stream-1"}}"#)).await.unwrap();
+}
+
+/// Amplitude of the `freq` component of 8 kHz `x` (Goertzel).
+fn goertzel(x: &[i16], freq: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = f64::from(v) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    2.0 * (s1 * s1 + s2 * s2 - coeff * s1 * s2).max(0.0).sqrt() / x.len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telnyx_pcma_stream_is_echoed_as_pcmu() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let dev = start_dev(&data);
+    let (url, call_id, token) = telnyx_answer(&dev, &data, "v3:telnyx-stream-2").await;
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    // A PCMA call streamed untranscoded; what we send back is μ-law, as our TeXML asks.
+    ws.send(Message::text(
+        serde_json::json!({"event": "start", "sequence_number": "1", "stream_id": "S-A",
+        "start": {"user_id": "u", "call_control_id": "v3:telnyx-stream-2",
+                  "custom_parameters": {"vaani_call_id": call_id, "vaani_token": token},
+                  "media_format": {"encoding": "PCMA", "sample_rate": 8000, "channels": 1}}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let pcm = tone(400);
+    let mut sent = vec![0u8; pcm.len()];
+    g711::encode_alaw(&pcm, &mut sent);
+    for (i, frame) in sent.chunks(160).enumerate() {
+        ws.send(Message::text(serde_json::json!({"event": "media", "sequence_number": (i + 2).to_string(), "stream_id": "S-A",
+            "media": {"track": "inbound", "chunk": (i + 1).to_string(), "timestamp": (i * 20).to_string(),
+                      "payload": B64.encode(frame)}}).to_string()))
+            .await
+            .unwrap();
+    }
+    ws.send(Message::text(
+        r#"{"event":"dtmf","stream_id":"S-A","sequence_number":"40","dtmf":{"digit":"1"}}"#,
+    ))
+    .await
+    .unwrap();
+    let mut echoed = Vec::new();
+    loop {
+        let v = next_json(&mut ws).await.expect("the stream went quiet");
+        match v["event"].as_str() {
+            Some("media") => {
+                echoed.extend(B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap())
+            }
+            Some("mark") => {
+                assert_eq!(v["mark"]["name"], "dtmf-1");
+                break;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    assert_eq!(echoed.len(), sent.len(), "20 ms in, 20 ms out");
+    let mut back = vec![0i16; echoed.len()];
+    g711::decode_ulaw(&echoed, &mut back);
+    // 200 ms from 100 ms in: 88 whole periods of 440 Hz.
+    let window = &back[800..2400];
+    let at_440 = goertzel(window, 440.0);
+    let level_db = 20.0 * (at_440 / 8000.0).log10();
+    assert!(level_db.abs() < 0.5, "440 Hz at {level_db:.2} dB");
+    let strongest = (200..=3400)
+        .step_by(10)
+        .map(|f| (f, goertzel(window, f64::from(f))))
+        .fold(
+            (0, 0.0),
+            |best, (f, a)| if a > best.1 { (f, a) } else { best },
+        );
+    assert_eq!(strongest.0, 440, "{strongest:?}");
+    ws.send(Message::text(
+        r#"{"event":"stop","sequence_number":"41","stream_id":"S-A","stop":{}}"#,
+    ))
+    .await
+    .unwrap();
 }

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use vaani_events::Provider;
 
+use crate::codec::{AudioFormat, CodecError, FrameDecoder, FrameEncoder, Reframer, FRAME_SAMPLES};
 use crate::streams::{
     Dialect, Event, Exotel, Plivo, Session, SessionConfig, StartInfo, Telnyx, TokenAuth, Twilio,
 };
@@ -246,32 +247,378 @@ async fn drive<D: Dialect>(
 /// `--app echo`: plays back what it hears, for media tests. Keypresses drive the playout
 /// controls the pipeline will use: `0` clears (barge-in), any other digit flushes and places
 /// a mark named `dtmf-<digit>` behind the audio queued so far.
+///
+/// When the stream's inbound and outbound formats are the same (every provider's default
+/// setup) the caller's bytes go back untouched, bit-exact. Otherwise each chunk is converted
+/// the way the pipeline will: decoded to the internal 16 kHz PCM ([`FrameDecoder`]), cut
+/// into 20 ms frames ([`Reframer`]) and encoded to the outbound format ([`FrameEncoder`]);
+/// less than one frame may wait for the next chunk (also across a flush), and the
+/// resamplers delay the audio by their filters' group delay.
 pub struct EchoApp;
 
 impl MediaApp for EchoApp {
     fn start(&self, info: &StartInfo) -> Box<dyn CallHandler> {
-        Box::new(Echo {
-            same_format: info.format == info.outbound_format,
-        })
+        Box::new(Echo::new(info.format, info.outbound_format))
     }
 }
 
 struct Echo {
-    /// Inbound and outbound formats agree (true for every provider's default setup); when
-    /// they do not, echo stays silent rather than playing noise.
-    same_format: bool,
+    /// `None` when inbound and outbound formats agree: pass-through.
+    convert: Option<Transcoder>,
+}
+
+impl Echo {
+    fn new(inbound: AudioFormat, outbound: AudioFormat) -> Self {
+        Echo {
+            convert: (inbound != outbound).then(|| Transcoder::new(inbound, outbound)),
+        }
+    }
 }
 
 impl CallHandler for Echo {
     fn on_event(&mut self, event: &Event, actions: &mut Vec<Action>) {
         match event {
-            Event::Media(m) if self.same_format => actions.push(Action::Audio(m.payload.clone())),
+            Event::Media(m) => match self.convert.as_mut() {
+                None => actions.push(Action::Audio(m.payload.clone())),
+                Some(t) => match t.convert(&m.payload) {
+                    Ok(audio) if audio.is_empty() => {}
+                    Ok(audio) => actions.push(Action::Audio(audio)),
+                    Err(e) => tracing::debug!(error = %e, "echo: chunk not converted"),
+                },
+            },
             Event::Dtmf { digit: '0', .. } => actions.push(Action::Clear),
             Event::Dtmf { digit, .. } => {
                 actions.push(Action::Flush);
                 actions.push(Action::Mark(format!("dtmf-{digit}")));
             }
             _ => {}
+        }
+    }
+}
+
+/// One direction's conversion between two wire formats through the internal 16 kHz PCM.
+struct Transcoder {
+    decoder: FrameDecoder,
+    reframer: Reframer,
+    encoder: FrameEncoder,
+    /// The start of a 16-bit sample split across two chunks (never a whole sample).
+    carry: Vec<u8>,
+    /// Decoded 16 kHz samples of the chunk being converted (reused).
+    pcm: Vec<i16>,
+}
+
+impl Transcoder {
+    fn new(inbound: AudioFormat, outbound: AudioFormat) -> Self {
+        Transcoder {
+            decoder: FrameDecoder::new(inbound),
+            reframer: Reframer::new(),
+            encoder: FrameEncoder::new(outbound),
+            carry: Vec::new(),
+            pcm: Vec::new(),
+        }
+    }
+
+    /// Converts one inbound chunk (any length); returns the outbound bytes of every 20 ms
+    /// frame it completed, possibly none.
+    fn convert(&mut self, payload: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let bps = self.decoder.format().encoding.bytes_per_sample();
+        let joined;
+        let input = if self.carry.is_empty() {
+            payload
+        } else {
+            let mut j = std::mem::take(&mut self.carry);
+            j.extend_from_slice(payload);
+            joined = j;
+            joined.as_slice()
+        };
+        let (whole, rest) = input.split_at(input.len() / bps * bps);
+        self.pcm.resize(self.decoder.output_len(whole.len()), 0);
+        let n = self.decoder.decode(whole, &mut self.pcm)?;
+        self.carry = rest.to_vec();
+
+        let Transcoder {
+            reframer,
+            encoder,
+            pcm,
+            ..
+        } = self;
+        let decoded = pcm.get(..n).unwrap_or_default();
+        let frames = (reframer.pending() + decoded.len()) / FRAME_SAMPLES;
+        let mut out = Vec::with_capacity(frames * encoder.format().frame_bytes());
+        let mut failed = None;
+        reframer.push(decoded, |frame| {
+            let start = out.len();
+            out.resize(start + encoder.output_len(FRAME_SAMPLES), 0);
+            match encoder.encode(&frame.samples, &mut out[start..]) {
+                Ok(written) => out.truncate(start + written),
+                Err(e) => {
+                    out.truncate(start);
+                    failed.get_or_insert(e);
+                }
+            }
+        });
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::f64::consts::PI;
+
+    use super::*;
+    use crate::codec::{g711, Encoding, SampleRate};
+    use crate::streams::Media;
+
+    fn info(format: AudioFormat, outbound_format: AudioFormat) -> StartInfo {
+        StartInfo {
+            provider_call_id: "call".into(),
+            stream_id: "stream".into(),
+            account_id: None,
+            from: None,
+            to: None,
+            custom_parameters: BTreeMap::new(),
+            format,
+            outbound_format,
+            call_id: None,
+            token: None,
+        }
+    }
+
+    fn media(payload: &[u8]) -> Event {
+        Event::Media(Media {
+            payload: payload.to_vec(),
+            timestamp_ms: None,
+            chunk: None,
+            sequence: None,
+        })
+    }
+
+    /// Feeds `payload` to a fresh echo handler in chunks of the given sizes (cycled) and
+    /// returns everything it asked to play, checking it asked for nothing else.
+    fn echo(
+        inbound: AudioFormat,
+        outbound: AudioFormat,
+        payload: &[u8],
+        sizes: &[usize],
+    ) -> Vec<u8> {
+        let mut handler = EchoApp.start(&info(inbound, outbound));
+        let mut actions = Vec::new();
+        handler.on_event(&Event::Start(info(inbound, outbound)), &mut actions);
+        assert!(actions.is_empty());
+        let mut rest = payload;
+        for size in sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at((*size).min(rest.len()));
+            handler.on_event(&media(chunk), &mut actions);
+            rest = tail;
+        }
+        let mut played = Vec::new();
+        for action in actions {
+            match action {
+                Action::Audio(bytes) => played.extend(bytes),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        played
+    }
+
+    fn tone(rate: u32, freq: f64, amplitude: f64, seconds: f64) -> Vec<i16> {
+        let n = (f64::from(rate) * seconds) as usize;
+        (0..n)
+            .map(|i| {
+                (amplitude * (2.0 * PI * freq * i as f64 / f64::from(rate)).sin()).round() as i16
+            })
+            .collect()
+    }
+
+    /// Amplitude of the `freq` component of `x` (Goertzel; exact for whole periods).
+    fn goertzel(x: &[i16], rate: u32, freq: f64) -> f64 {
+        let w = 2.0 * PI * freq / f64::from(rate);
+        let coeff = 2.0 * w.cos();
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for &v in x {
+            let s0 = f64::from(v) + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+        2.0 * power.max(0.0).sqrt() / x.len() as f64
+    }
+
+    /// Checks that 8 kHz μ-law `out` is a clean 440 Hz tone of `amplitude`, past the
+    /// resamplers' start-up.
+    fn assert_tone_440(out: &[u8], amplitude: f64) {
+        let mut pcm = vec![0i16; out.len()];
+        g711::decode_ulaw(out, &mut pcm);
+        // 0.5 s from 100 ms in: exactly 220 periods of 440 Hz.
+        let window = &pcm[800..4800];
+        let peak = (200..=3400)
+            .step_by(10)
+            .map(|f| (f, goertzel(window, 8000, f64::from(f))))
+            .fold(
+                (0, 0.0),
+                |best, (f, a)| if a > best.1 { (f, a) } else { best },
+            );
+        assert_eq!(peak.0, 440, "strongest component {peak:?}");
+        let level_db = 20.0 * (peak.1 / amplitude).log10();
+        assert!(level_db.abs() < 0.5, "level off by {level_db:.2} dB");
+        let rms = (window.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / window.len() as f64)
+            .sqrt();
+        // What is not the tone: quantization noise of two G.711 codecs, about -35 dB.
+        let tone_power = peak.1 * peak.1 / 2.0;
+        let noise_db = 10.0 * ((rms * rms - tone_power).max(1e-9) / tone_power).log10();
+        assert!(
+            noise_db < -30.0,
+            "anything but the tone at {noise_db:.1} dB"
+        );
+        eprintln!("440 Hz at {level_db:+.2} dB, the rest at {noise_db:.1} dB");
+    }
+
+    #[test]
+    fn pcma_in_pcmu_out_is_converted() {
+        let pcm = tone(8000, 440.0, 8000.0, 1.0);
+        let mut alaw = vec![0u8; pcm.len()];
+        g711::encode_alaw(&pcm, &mut alaw);
+        // Telnyx's 20 ms chunks, and odd sizes that split the 20 ms frames.
+        for sizes in [&[160][..], &[77, 203, 1]] {
+            let out = echo(AudioFormat::PCMA, AudioFormat::PCMU, &alaw, sizes);
+            assert_eq!(out.len(), 8000, "one second of whole 20 ms frames");
+            assert_tone_440(&out, 8000.0);
+        }
+    }
+
+    #[test]
+    fn wideband_pcm_in_pcmu_out_is_converted() {
+        let inbound = AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000);
+        let pcm = tone(16000, 440.0, 8000.0, 1.0);
+        let bytes: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+        // Exotel's 100 ms chunks, and odd sizes that split samples across chunks.
+        for sizes in [&[3200][..], &[3201, 3199, 641, 1, 7]] {
+            let out = echo(inbound, AudioFormat::PCMU, &bytes, sizes);
+            assert_eq!(out.len(), 8000);
+            assert_tone_440(&out, 8000.0);
+        }
+    }
+
+    #[test]
+    fn equal_formats_pass_through_bit_exact() {
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        for format in [AudioFormat::PCMU, AudioFormat::S16LE_8K] {
+            // Byte for byte, chunk for chunk, even a partial sample.
+            let out = echo(format, format, &bytes, &[333, 1]);
+            assert_eq!(out, bytes);
+        }
+    }
+
+    #[test]
+    fn conversion_waits_for_whole_frames_and_keeps_the_controls() {
+        let mut h = EchoApp.start(&info(AudioFormat::PCMA, AudioFormat::PCMU));
+        let mut actions = Vec::new();
+        // 10 ms: not a frame yet; one odd byte of nothing: nothing.
+        h.on_event(&media(&[0xD5; 80]), &mut actions);
+        h.on_event(&media(&[]), &mut actions);
+        assert_eq!(actions, vec![]);
+        h.on_event(&media(&[0xD5; 80]), &mut actions);
+        // A-law has no zero: its quietest code is ±8, which stays that quiet in μ-law.
+        let [Action::Audio(out)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        let mut pcm = [0i16; 160];
+        assert_eq!(g711::decode_ulaw(out, &mut pcm), 160);
+        assert!(pcm.iter().all(|v| v.abs() <= 8), "{pcm:?}");
+        actions.clear();
+        h.on_event(
+            &Event::Dtmf {
+                digit: '5',
+                duration_ms: None,
+            },
+            &mut actions,
+        );
+        h.on_event(
+            &Event::Dtmf {
+                digit: '0',
+                duration_ms: None,
+            },
+            &mut actions,
+        );
+        assert_eq!(
+            actions,
+            vec![Action::Flush, Action::Mark("dtmf-5".into()), Action::Clear]
+        );
+    }
+
+    #[test]
+    fn hostile_chunks_never_panic() {
+        let inbound = AudioFormat::new(Encoding::S16Le, SampleRate::Hz48000);
+        let mut h = EchoApp.start(&info(inbound, AudioFormat::PCMA));
+        let mut actions = Vec::new();
+        let mut produced = 0;
+        for len in [1usize, 0, 3, 1 << 20, 5, 96_001] {
+            h.on_event(&media(&vec![0x80; len]), &mut actions);
+        }
+        for a in &actions {
+            if let Action::Audio(b) = a {
+                assert_eq!(b.len() % 160, 0, "whole 8 kHz frames");
+                produced += b.len();
+            }
+        }
+        // 1 + 3 + 2^20 + 5 + 96_001 bytes: 572_293 whole samples at 48 kHz, 190_764 at
+        // 16 kHz: 596 whole frames.
+        assert_eq!(produced, 596 * 160);
+    }
+
+    fn any_format() -> impl proptest::strategy::Strategy<Value = AudioFormat> {
+        use proptest::prelude::*;
+        let encoding = prop_oneof![
+            Just(Encoding::Pcmu),
+            Just(Encoding::Pcma),
+            Just(Encoding::L16),
+            Just(Encoding::S16Le)
+        ];
+        let rate = prop_oneof![
+            Just(SampleRate::Hz8000),
+            Just(SampleRate::Hz16000),
+            Just(SampleRate::Hz24000),
+            Just(SampleRate::Hz48000)
+        ];
+        (encoding, rate).prop_map(|(e, r)| AudioFormat::new(e, r))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunks_in_any_formats_never_panic(
+            inbound in any_format(),
+            outbound in any_format(),
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..2000), 0..8),
+        ) {
+            let mut h = EchoApp.start(&info(inbound, outbound));
+            let mut actions = Vec::new();
+            for c in &chunks {
+                h.on_event(&media(c), &mut actions);
+            }
+            let total: usize = chunks.iter().map(Vec::len).sum();
+            let played: usize = actions
+                .iter()
+                .map(|a| match a {
+                    Action::Audio(b) => b.len(),
+                    _ => 0,
+                })
+                .sum();
+            if inbound == outbound {
+                proptest::prop_assert_eq!(played, total);
+            } else {
+                // Whole outbound frames, never more audio than came in (give or take the
+                // resampler's rounding, under one frame).
+                proptest::prop_assert_eq!(played % outbound.frame_bytes(), 0);
+                let frames_in = total / inbound.frame_bytes();
+                proptest::prop_assert!(played / outbound.frame_bytes() <= frames_in + 1);
+            }
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use support::*;
 use vaani_media::streams::{
-    exotel, AudioFormat, Encoding, Event, ExotelSession, SessionConfig, StreamError, WireEvent,
+    exotel, AudioFormat, Encoding, Event, ExotelSession, SampleRate, SessionConfig, StreamError,
+    WireEvent,
 };
 
 const P: &str = "exotel";
@@ -38,7 +39,7 @@ fn documented_messages_parse_to_their_fields() {
     assert_eq!(s.provider_call_id, "CAxxxxxxxxxxxxxxxxxxxxxxxx");
     assert_eq!(s.from.as_deref(), Some("+919876543210"));
     assert_eq!(s.to.as_deref(), Some("+918047491899"));
-    assert_eq!(s.format, Some(AudioFormat::L16_8K));
+    assert_eq!(s.format, Some(AudioFormat::S16LE_8K));
     assert_eq!(s.custom_parameters.get("key1").unwrap(), "value1");
     let WireEvent::Media(m) = exotel::parse(&fixture(P, "media.json")).unwrap() else {
         panic!()
@@ -84,7 +85,10 @@ fn a_16_khz_stream_with_our_token_in_custom_parameters() {
     let [Event::Start(info)] = ev.as_slice() else {
         panic!("{ev:?}")
     };
-    assert_eq!(info.format, AudioFormat::new(Encoding::L16, 16000));
+    assert_eq!(
+        info.format,
+        AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000)
+    );
     assert_eq!(info.outbound_format, info.format);
     assert_eq!(info.call_id.as_deref(), Some(CALL_ID));
     let ev = s.on_text(t, &fixture(P, "media.json")).unwrap();
@@ -131,7 +135,10 @@ fn ids_and_sample_rate_may_come_from_the_url() {
     let [Event::Start(info)] = ev.as_slice() else {
         panic!()
     };
-    assert_eq!(info.format, AudioFormat::new(Encoding::L16, 16000));
+    assert_eq!(
+        info.format,
+        AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000)
+    );
     assert_eq!(info.call_id.as_deref(), Some(CALL_ID));
 
     let bad_query = format!("vaani_call_id=call-2&vaani_token={}", token(CALL_ID));

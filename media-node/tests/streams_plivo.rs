@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::*;
 use vaani_media::streams::{
-    plivo, AudioFormat, Encoding, Event, PlivoSession, SessionConfig, WireEvent,
+    plivo, AudioFormat, Encoding, Event, PlivoSession, SampleRate, SessionConfig, WireEvent,
 };
 
 const P: &str = "plivo";
@@ -32,13 +32,16 @@ fn documented_messages_parse_to_their_fields() {
     assert_eq!(s.provider_call_id, "12345678-1234-1234-1234-123456789abc");
     assert_eq!(s.stream_id, STREAM);
     assert_eq!(s.account_id.as_deref(), Some("MAXXXXXXXXXXXXXXXXXX"));
-    assert_eq!(s.format, Some(AudioFormat::MULAW_8K));
+    assert_eq!(s.format, Some(AudioFormat::PCMU));
     assert_eq!(s.custom_parameters.get("userId").unwrap(), "12345");
     assert_eq!(s.custom_parameters.get("sessionId").unwrap(), "abc-xyz");
     let WireEvent::Start(s) = plivo::parse(&fixture(P, "start-l16.json")).unwrap() else {
         panic!()
     };
-    assert_eq!(s.format, Some(AudioFormat::new(Encoding::L16, 16000)));
+    assert_eq!(
+        s.format,
+        Some(AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000))
+    );
 
     let WireEvent::Media(m) = plivo::parse(&fixture(P, "media.json")).unwrap() else {
         panic!()
@@ -146,7 +149,7 @@ fn the_default_format_is_l16_at_8_khz() {
     let [Event::Start(info)] = ev.as_slice() else {
         panic!()
     };
-    assert_eq!(info.format, AudioFormat::L16_8K);
+    assert_eq!(info.format, AudioFormat::S16LE_8K);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::*;
 use vaani_media::streams::{
-    telnyx, AudioFormat, Encoding, Event, SessionConfig, TelnyxSession, WireEvent,
+    telnyx, AudioFormat, Encoding, Event, SampleRate, SessionConfig, TelnyxSession, WireEvent,
 };
 
 const P: &str = "telnyx";
@@ -33,7 +33,7 @@ fn documented_messages_parse_to_their_fields() {
         };
         assert_eq!(s.stream_id, STREAM, "stream_id is top-level");
         assert_eq!(s.provider_call_id, CALL);
-        assert_eq!(s.format, Some(AudioFormat::MULAW_8K), "{name}");
+        assert_eq!(s.format, Some(AudioFormat::PCMU), "{name}");
     }
     let WireEvent::Start(s) = telnyx::parse(&fixture(P, "start.json")).unwrap() else {
         panic!()
@@ -158,13 +158,16 @@ fn our_own_track_is_ignored() {
 fn l16_is_big_endian_on_the_wire_and_little_endian_here() {
     let t = Instant::now();
     let mut cfg = auth_config();
-    cfg.outbound_format = Some(AudioFormat::new(Encoding::L16, 16000));
+    cfg.outbound_format = Some(AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000));
     let mut s = TelnyxSession::new(cfg, t, t0_utc());
     let ev = s.on_text(t, &fixture(P, "start-l16-vaani.json")).unwrap();
     let [Event::Start(info)] = ev.as_slice() else {
         panic!()
     };
-    assert_eq!(info.format, AudioFormat::new(Encoding::L16, 16000));
+    assert_eq!(
+        info.format,
+        AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000)
+    );
     assert_eq!(info.call_id.as_deref(), Some(CALL_ID));
     let wire = fixture(P, "media-l16.json");
     let raw = unb64(json(&wire)["media"]["payload"].as_str().unwrap());
@@ -237,7 +240,7 @@ fn outbound_frames_and_marks_returned_on_clear() {
 fn media_that_overtakes_start_is_held_until_the_stream_is_authenticated() {
     let t = Instant::now();
     let mut cfg = auth_config();
-    cfg.outbound_format = Some(AudioFormat::new(Encoding::L16, 16000));
+    cfg.outbound_format = Some(AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000));
     let mut s = TelnyxSession::new(cfg.clone(), t, t0_utc());
     let early = fixture(P, "media-l16.json");
     assert_eq!(s.on_text(t, &early).unwrap(), vec![]);

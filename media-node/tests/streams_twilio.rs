@@ -44,7 +44,7 @@ fn documented_messages_parse_to_their_fields() {
     };
     assert_eq!(s.provider_call_id, "CA5a1ebd8dcc0ff4c2a2ea3fcbbdf3a1c4");
     assert_eq!(s.stream_id, MZ);
-    assert_eq!(s.format, Some(AudioFormat::MULAW_8K));
+    assert_eq!(s.format, Some(AudioFormat::PCMU));
     assert_eq!(s.custom_parameters.get("FirstName").unwrap(), "Jane");
     assert_eq!(s.tracks, vec!["inbound"]);
 

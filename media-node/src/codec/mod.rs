@@ -67,9 +67,10 @@ impl SampleRate {
         (self.hz() / 50) as usize
     }
 
-    /// Samples in `duration` at this rate (rounded down).
+    /// Samples in `duration` at this rate (rounded down; saturates at `usize::MAX`).
     pub fn samples_in(self, duration: Duration) -> usize {
-        (duration.as_micros() * u128::from(self.hz()) / 1_000_000) as usize
+        let samples = duration.as_nanos() * u128::from(self.hz()) / 1_000_000_000;
+        usize::try_from(samples).unwrap_or(usize::MAX)
     }
 }
 
@@ -104,6 +105,16 @@ impl Encoding {
         }
     }
 
+    /// The byte that encodes silence (zero): 0xFF in μ-law, 0xD5 in A-law, 0 in linear PCM.
+    /// Linear PCM silence is two such bytes per sample, whatever the byte order.
+    pub const fn silence_byte(self) -> u8 {
+        match self {
+            Encoding::Pcmu => 0xFF,
+            Encoding::Pcma => 0xD5,
+            Encoding::L16 | Encoding::S16Le => 0x00,
+        }
+    }
+
     /// The SDP `rtpmap` encoding name.
     pub const fn sdp_name(self) -> &'static str {
         match self {
@@ -128,6 +139,8 @@ impl AudioFormat {
     pub const PCMU: AudioFormat = AudioFormat::new(Encoding::Pcmu, SampleRate::Hz8000);
     /// G.711 A-law at 8 kHz.
     pub const PCMA: AudioFormat = AudioFormat::new(Encoding::Pcma, SampleRate::Hz8000);
+    /// 16-bit little-endian PCM at 8 kHz: Exotel's and Plivo's default stream format.
+    pub const S16LE_8K: AudioFormat = AudioFormat::new(Encoding::S16Le, SampleRate::Hz8000);
     /// The internal format, as little-endian bytes.
     pub const INTERNAL: AudioFormat = AudioFormat::new(Encoding::S16Le, INTERNAL_RATE);
 
@@ -136,9 +149,23 @@ impl AudioFormat {
         AudioFormat { encoding, rate }
     }
 
-    /// Payload bytes for `duration` of audio.
+    /// Payload bytes for `duration` of audio, rounded down to whole samples (saturates at
+    /// `usize::MAX`).
     pub fn bytes_in(self, duration: Duration) -> usize {
-        self.rate.samples_in(duration) * self.encoding.bytes_per_sample()
+        self.rate
+            .samples_in(duration)
+            .saturating_mul(self.encoding.bytes_per_sample())
+    }
+
+    /// Payload bytes of one second of audio.
+    pub const fn bytes_per_second(self) -> u64 {
+        self.rate.hz() as u64 * self.encoding.bytes_per_sample() as u64
+    }
+
+    /// How long `bytes` of payload play (a trailing partial sample counts pro rata).
+    pub fn duration_of(self, bytes: usize) -> Duration {
+        let nanos = (bytes as u128) * 1_000_000_000 / u128::from(self.bytes_per_second());
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// Payload bytes in one 20 ms frame.
@@ -428,6 +455,32 @@ mod tests {
         assert_eq!(SampleRate::from_hz(44_100), None);
         assert_eq!(INTERNAL_RATE.frame_samples(), FRAME_SAMPLES);
         assert_eq!(Encoding::Pcma.static_payload_type(), Some(8));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        let f = AudioFormat::PCMU;
+        assert_eq!(f.duration_of(160), Duration::from_millis(20));
+        assert_eq!(f.bytes_in(Duration::from_millis(20)), 160);
+        let p = AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000);
+        assert_eq!(p.bytes_per_second(), 32_000);
+        assert_eq!(p.duration_of(640), Duration::from_millis(20));
+        assert_eq!(p.bytes_in(Duration::from_millis(100)), 3200);
+        // Whole samples only, counted from nanoseconds: one 48 kHz sample is 20833.3 ns.
+        let hi = AudioFormat::new(Encoding::L16, SampleRate::Hz48000);
+        assert_eq!(hi.bytes_in(Duration::from_nanos(20_833)), 0);
+        assert_eq!(hi.bytes_in(Duration::from_nanos(20_900)), 2);
+        assert_eq!(hi.bytes_in(Duration::MAX), usize::MAX);
+        assert_eq!(f.duration_of(usize::MAX), Duration::from_nanos(u64::MAX));
+        assert_eq!(f.encoding.silence_byte(), 0xFF);
+        assert_eq!(Encoding::Pcma.silence_byte(), 0xD5);
+        assert_eq!(p.encoding.silence_byte(), 0);
+        // The silence bytes are what G.711 makes of zero.
+        let mut b = [0u8; 1];
+        g711::encode_ulaw(&[0], &mut b);
+        assert_eq!(b[0], Encoding::Pcmu.silence_byte());
+        g711::encode_alaw(&[0], &mut b);
+        assert_eq!(b[0], Encoding::Pcma.silence_byte());
     }
 
     #[test]

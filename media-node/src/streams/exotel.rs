@@ -35,7 +35,7 @@ use vaani_events::Provider;
 
 use super::session::{Dialect, Framing, Sealed, Session};
 use super::wire::{self, to_json, Num, Raw, WireEvent, WireMedia, WireStart};
-use super::{AudioFormat, Encoding, StreamError};
+use super::{AudioFormat, Encoding, SampleRate, StreamError};
 
 /// Smallest outbound chunk Exotel plays without jitter trouble.
 pub const CHUNK_MIN_BYTES: usize = 3200;
@@ -183,14 +183,15 @@ fn format(f: FormatBody) -> Result<AudioFormat, StreamError> {
     let name = f.encoding.as_deref().unwrap_or("audio/x-raw");
     let rate = wire::check_rate(f.sample_rate.map_or(8000, |n| n.0))?;
     match wire::encoding_from_name(name) {
-        Some(Encoding::L16) if f.bit_rate.is_none_or(|b| b.0 == 16) => {
-            Ok(AudioFormat::new(Encoding::L16, rate))
+        Some(Encoding::S16Le) if f.bit_rate.is_none_or(|b| b.0 == 16) => {
+            Ok(AudioFormat::new(Encoding::S16Le, rate))
         }
-        Some(e @ (Encoding::Mulaw | Encoding::Alaw)) => Ok(AudioFormat::new(e, rate)),
+        Some(e @ (Encoding::Pcmu | Encoding::Pcma)) => Ok(AudioFormat::new(e, rate)),
         _ => Err(StreamError::UnsupportedFormat(format!(
-            "{} ({} bits) at {rate} Hz",
+            "{} ({} bits) at {} Hz",
             wire::shown(name),
-            f.bit_rate.map_or(16, |b| b.0)
+            f.bit_rate.map_or(16, |b| b.0),
+            rate.hz()
         ))),
     }
 }
@@ -206,12 +207,15 @@ fn gcd(a: usize, b: usize) -> usize {
 /// Exotel's chunk rules for `outbound`, aiming at `frame` (default 100 ms) per chunk.
 pub fn framing(outbound: AudioFormat, frame: Option<Duration>) -> Framing {
     // Whole 20 ms frames and whole multiples of 320 bytes.
-    let frame_20ms = outbound.bytes_for(Duration::from_millis(20)).max(1);
+    let frame_20ms = outbound.frame_bytes().max(1);
     let unit = CHUNK_MULTIPLE_BYTES / gcd(CHUNK_MULTIPLE_BYTES, frame_20ms) * frame_20ms;
     let min = CHUNK_MIN_BYTES.div_ceil(unit) * unit;
     let max = (CHUNK_MAX_BYTES / unit) * unit;
-    let want = outbound.bytes_for(frame.unwrap_or(Duration::from_millis(100)));
-    let target = (want.div_ceil(unit) * unit).clamp(min, max.max(min));
+    let want = outbound.bytes_in(frame.unwrap_or(Duration::from_millis(100)));
+    let target = want
+        .div_ceil(unit)
+        .saturating_mul(unit)
+        .clamp(min, max.max(min));
     Framing {
         target,
         unit,
@@ -261,8 +265,10 @@ impl Dialect for Exotel {
     }
 
     fn default_format(query_rate: Option<u32>) -> AudioFormat {
-        let rate = query_rate.filter(|r| matches!(r, 8000 | 16000 | 24000));
-        AudioFormat::new(Encoding::L16, rate.unwrap_or(8000))
+        let rate = query_rate
+            .filter(|r| matches!(r, 8000 | 16000 | 24000))
+            .and_then(SampleRate::from_hz);
+        AudioFormat::new(Encoding::S16Le, rate.unwrap_or(SampleRate::Hz8000))
     }
 
     fn outbound_format(
@@ -308,16 +314,22 @@ mod tests {
 
     #[test]
     fn chunk_rules_per_rate() {
-        for (rate, target, unit) in [(8000, 3200, 320), (16000, 3200, 640), (24000, 4800, 960)] {
-            let f = framing(AudioFormat::new(Encoding::L16, rate), None);
-            assert_eq!((f.target, f.unit), (target, unit), "{rate}");
+        for (rate, target, unit) in [
+            (SampleRate::Hz8000, 3200, 320),
+            (SampleRate::Hz16000, 3200, 640),
+            (SampleRate::Hz24000, 4800, 960),
+        ] {
+            let f = framing(AudioFormat::new(Encoding::S16Le, rate), None);
+            assert_eq!((f.target, f.unit), (target, unit), "{rate:?}");
             assert!(f.min >= CHUNK_MIN_BYTES && f.max <= CHUNK_MAX_BYTES);
             assert_eq!(
                 (f.min % CHUNK_MULTIPLE_BYTES, f.max % CHUNK_MULTIPLE_BYTES),
                 (0, 0)
             );
         }
-        let big = framing(AudioFormat::L16_8K, Some(Duration::from_secs(30)));
+        let big = framing(AudioFormat::S16LE_8K, Some(Duration::from_secs(30)));
         assert_eq!(big.target, big.max);
+        let huge = framing(AudioFormat::S16LE_8K, Some(Duration::MAX));
+        assert_eq!(huge.target, huge.max);
     }
 }

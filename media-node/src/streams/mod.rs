@@ -31,14 +31,17 @@
 //!
 //! # Audio
 //!
-//! Audio crosses this module as raw bytes in an [`AudioFormat`]: μ-law, A-law or 16-bit
-//! **little-endian** linear PCM at the stream's sample rate. Converting to and from the
-//! pipeline's internal PCM (decoding G.711, resampling) is the [`crate::codec`] module's job;
-//! this module only frames, paces and (for Telnyx L16, which is big-endian on the wire like
-//! any RTP L16 payload) fixes the byte order.
+//! Audio crosses this module as raw bytes in a [`crate::codec::AudioFormat`] (re-exported
+//! here): what providers send parses to [`Encoding::Pcmu`], [`Encoding::Pcma`] or
+//! [`Encoding::S16Le`] (16-bit **little-endian** linear PCM) at one of the codec's
+//! [`SampleRate`]s; any other rate is refused as [`StreamError::UnsupportedFormat`].
+//! Converting to and from the pipeline's internal PCM (decoding G.711, resampling) is the
+//! [`crate::codec`] module's job ([`crate::codec::FrameDecoder`] /
+//! [`crate::codec::FrameEncoder`] take these formats as they are); this module only frames,
+//! paces and (for Telnyx L16, which is big-endian on the wire like any RTP L16 payload) fixes
+//! the byte order.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 pub mod exotel;
 pub mod plivo;
@@ -59,89 +62,14 @@ pub use plivo::{Plivo, PlivoSession};
 pub use telnyx::{Telnyx, TelnyxSession};
 pub use twilio::{Twilio, TwilioSession};
 
-/// Sample encoding of a stream's audio bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    /// G.711 μ-law, one byte per sample.
-    Mulaw,
-    /// G.711 A-law, one byte per sample (Telnyx streams a PCMA call's audio as PCMA unless
-    /// told to transcode).
-    Alaw,
-    /// Signed 16-bit linear PCM, **little-endian**, two bytes per sample.
-    L16,
-}
-
-/// What the bytes of a stream's audio are: encoding and sample rate, always mono.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AudioFormat {
-    pub encoding: Encoding,
-    pub sample_rate: u32,
-}
-
-impl AudioFormat {
-    /// μ-law at 8 kHz: Twilio's only format, Telnyx's default.
-    pub const MULAW_8K: AudioFormat = AudioFormat {
-        encoding: Encoding::Mulaw,
-        sample_rate: 8000,
-    };
-    /// 16-bit PCM at 8 kHz: Exotel's and Plivo's default.
-    pub const L16_8K: AudioFormat = AudioFormat {
-        encoding: Encoding::L16,
-        sample_rate: 8000,
-    };
-
-    pub fn new(encoding: Encoding, sample_rate: u32) -> Self {
-        AudioFormat {
-            encoding,
-            sample_rate,
-        }
-    }
-
-    /// Bytes per sample: 1 for G.711, 2 for L16.
-    pub fn bytes_per_sample(&self) -> usize {
-        match self.encoding {
-            Encoding::Mulaw | Encoding::Alaw => 1,
-            Encoding::L16 => 2,
-        }
-    }
-
-    /// Bytes of one second of audio.
-    pub fn bytes_per_second(&self) -> u64 {
-        u64::from(self.sample_rate) * self.bytes_per_sample() as u64
-    }
-
-    /// How long `bytes` of audio play.
-    pub fn duration_of(&self, bytes: usize) -> Duration {
-        let bps = self.bytes_per_second();
-        if bps == 0 {
-            return Duration::ZERO;
-        }
-        let nanos = (bytes as u128) * 1_000_000_000 / u128::from(bps);
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-    }
-
-    /// Bytes of `d` of audio, rounded down to whole samples.
-    pub fn bytes_for(&self, d: Duration) -> usize {
-        let samples = u128::from(self.sample_rate) * d.as_nanos() / 1_000_000_000;
-        usize::try_from(samples)
-            .unwrap_or(usize::MAX / 2)
-            .saturating_mul(self.bytes_per_sample())
-    }
-
-    /// The byte value of silence: 0xFF in μ-law, 0xD5 in A-law, 0 in PCM.
-    pub fn silence_byte(&self) -> u8 {
-        match self.encoding {
-            Encoding::Mulaw => 0xFF,
-            Encoding::Alaw => 0xD5,
-            Encoding::L16 => 0x00,
-        }
-    }
-}
+/// The stream formats are the codec's: one definition in the crate.
+pub use crate::codec::{AudioFormat, Encoding, SampleRate};
 
 /// A chunk of the caller's audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Media {
-    /// Raw audio in the stream's [`StartInfo::format`] (L16 already little-endian).
+    /// Raw audio in the stream's [`StartInfo::format`] (Telnyx L16 already swapped to
+    /// little-endian [`Encoding::S16Le`]).
     pub payload: Vec<u8>,
     /// The provider's timestamp: milliseconds since the stream started (Twilio, Exotel,
     /// Telnyx) or Unix milliseconds (Plivo).
@@ -283,22 +211,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_sizes() {
-        let f = AudioFormat::MULAW_8K;
-        assert_eq!(f.duration_of(160), Duration::from_millis(20));
-        assert_eq!(f.bytes_for(Duration::from_millis(20)), 160);
-        let p = AudioFormat::new(Encoding::L16, 16000);
-        assert_eq!(p.duration_of(640), Duration::from_millis(20));
-        assert_eq!(p.bytes_for(Duration::from_millis(100)), 3200);
-        assert_eq!(
-            AudioFormat::new(Encoding::L16, 0).duration_of(10),
-            Duration::ZERO
-        );
-        assert_eq!(f.silence_byte(), 0xFF);
-        assert_eq!(p.silence_byte(), 0);
-    }
-
-    #[test]
     fn start_info_debug_hides_token_and_numbers() {
         let s = StartInfo {
             provider_call_id: "CA1".into(),
@@ -307,8 +219,8 @@ mod tests {
             from: Some("+919876543210".into()),
             to: None,
             custom_parameters: BTreeMap::new(),
-            format: AudioFormat::MULAW_8K,
-            outbound_format: AudioFormat::MULAW_8K,
+            format: AudioFormat::PCMU,
+            outbound_format: AudioFormat::PCMU,
             call_id: Some("c1".into()),
             token: Some("v1.123.secretsig".into()),
         };

@@ -32,7 +32,7 @@ use vaani_events::Provider;
 
 use super::session::{Dialect, Framing, Sealed, Session};
 use super::wire::{self, to_json, Num, Raw, WireEvent, WireMedia, WireStart};
-use super::{AudioFormat, Encoding, StreamError};
+use super::{AudioFormat, Encoding, SampleRate, StreamError};
 
 /// Plivo's dialect of the media-stream protocol.
 #[derive(Debug, Clone, Copy)]
@@ -166,8 +166,11 @@ fn format(f: FormatBody) -> Result<AudioFormat, StreamError> {
     let name = f.encoding.as_deref().unwrap_or("audio/x-l16");
     let rate = f.sample_rate.map_or(8000, |n| n.0);
     match (wire::encoding_from_name(name), rate) {
-        (Some(Encoding::L16), 8000 | 16000) => Ok(AudioFormat::new(Encoding::L16, rate as u32)),
-        (Some(Encoding::Mulaw), 8000) => Ok(AudioFormat::MULAW_8K),
+        (Some(Encoding::S16Le), 8000) => Ok(AudioFormat::S16LE_8K),
+        (Some(Encoding::S16Le), 16000) => {
+            Ok(AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000))
+        }
+        (Some(Encoding::Pcmu), 8000) => Ok(AudioFormat::PCMU),
         _ => Err(StreamError::UnsupportedFormat(format!(
             "{} at {rate} Hz",
             wire::shown(name)
@@ -214,7 +217,7 @@ impl Dialect for Plivo {
     }
 
     fn default_format(_query_rate: Option<u32>) -> AudioFormat {
-        AudioFormat::L16_8K
+        AudioFormat::S16LE_8K
     }
 
     fn outbound_format(
@@ -225,20 +228,20 @@ impl Dialect for Plivo {
     }
 
     fn framing(outbound: AudioFormat, frame: Option<Duration>) -> Framing {
-        Framing::fixed(outbound.bytes_for(frame.unwrap_or(Duration::from_millis(20))))
+        Framing::fixed(outbound.bytes_in(frame.unwrap_or(Duration::from_millis(20))))
     }
 
     fn media_frame(_stream_id: &str, outbound: AudioFormat, audio: &[u8]) -> String {
         let content_type = match outbound.encoding {
-            Encoding::Mulaw => "audio/x-mulaw",
-            // Only μ-law and L16 streams get past `format`.
-            Encoding::Alaw | Encoding::L16 => "audio/x-l16",
+            Encoding::Pcmu => "audio/x-mulaw",
+            // Only μ-law and little-endian L16 streams get past `format`.
+            Encoding::Pcma | Encoding::L16 | Encoding::S16Le => "audio/x-l16",
         };
         to_json(&PlayAudioOut {
             event: "playAudio",
             media: PlayMedia {
                 content_type,
-                sample_rate: outbound.sample_rate,
+                sample_rate: outbound.rate.hz(),
                 payload: wire::encode_b64(audio),
             },
         })

@@ -507,7 +507,7 @@ impl<D: Dialect> Session<D> {
                     }
                     let mut chunk = Vec::with_capacity(wire_len);
                     chunk.extend_from_slice(data.get(*pos..*pos + take).unwrap_or_default());
-                    chunk.resize(wire_len, outbound.silence_byte());
+                    chunk.resize(wire_len, outbound.encoding.silence_byte());
                     *pos += take;
                     if *pos >= 64 * 1024 && *pos * 2 >= data.len() {
                         data.drain(..*pos);

@@ -19,8 +19,10 @@
 //! - Outbound format: the stream's `bidirectionalCodec` / rate, which the caller of this
 //!   module knows ([`super::SessionConfig::outbound_format`]); our TeXML pins PCMU 8 kHz.
 //!   Inbound is the call's codec unless transcoded, so PCMA (A-law) is accepted too.
-//! - L16 is big-endian on the wire (an RTP payload, RFC 3551); it is swapped to the neutral
-//!   little-endian here, both ways.
+//! - L16 is big-endian on the wire (an RTP payload, RFC 3551). Inbound it is swapped to the
+//!   little-endian [`Encoding::S16Le`] every stream delivers; outbound, audio queued as
+//!   `S16Le` is swapped back, while audio queued as big-endian [`Encoding::L16`] (an outbound
+//!   format configured that way) already has the wire's byte order and goes out as is.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -192,8 +194,9 @@ fn format(f: FormatBody) -> Result<AudioFormat, StreamError> {
     match wire::encoding_from_name(name) {
         Some(e) if channels == 1 => Ok(AudioFormat::new(e, rate)),
         _ => Err(StreamError::UnsupportedFormat(format!(
-            "{} at {rate} Hz, {channels} channel(s)",
-            wire::shown(name)
+            "{} at {} Hz, {channels} channel(s)",
+            wire::shown(name),
+            rate.hz()
         ))),
     }
 }
@@ -243,24 +246,22 @@ impl Dialect for Telnyx {
     }
 
     fn default_format(_query_rate: Option<u32>) -> AudioFormat {
-        AudioFormat::MULAW_8K
+        AudioFormat::PCMU
     }
 
     fn outbound_format(
         _inbound: AudioFormat,
         configured: Option<AudioFormat>,
     ) -> Result<AudioFormat, StreamError> {
-        let f = configured.unwrap_or(AudioFormat::MULAW_8K);
-        wire::check_rate(u64::from(f.sample_rate))?;
-        Ok(f)
+        Ok(configured.unwrap_or(AudioFormat::PCMU))
     }
 
     fn framing(outbound: AudioFormat, frame: Option<Duration>) -> Framing {
-        Framing::fixed(outbound.bytes_for(frame.unwrap_or(Duration::from_millis(20))))
+        Framing::fixed(outbound.bytes_in(frame.unwrap_or(Duration::from_millis(20))))
     }
 
     fn media_frame(_stream_id: &str, outbound: AudioFormat, audio: &[u8]) -> String {
-        let payload = if outbound.encoding == Encoding::L16 {
+        let payload = if outbound.encoding == Encoding::S16Le {
             wire::encode_b64(&swap16(audio.to_vec()))
         } else {
             wire::encode_b64(audio)
@@ -283,7 +284,7 @@ impl Dialect for Telnyx {
     }
 
     fn inbound_payload(format: AudioFormat, payload: Vec<u8>) -> Vec<u8> {
-        if format.encoding == Encoding::L16 {
+        if format.encoding == Encoding::S16Le {
             swap16(payload)
         } else {
             payload
@@ -295,15 +296,44 @@ impl Dialect for Telnyx {
 mod tests {
     use super::*;
 
+    use crate::codec::SampleRate;
+
     #[test]
     fn l16_is_swapped_both_ways() {
         assert_eq!(swap16(vec![0x12, 0x34, 0x56]), vec![0x34, 0x12, 0x56]);
-        let f = AudioFormat::new(Encoding::L16, 16000);
+        let f = AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000);
         assert_eq!(
             Telnyx::inbound_payload(f, vec![0x00, 0x01]),
             vec![0x01, 0x00]
         );
         let frame = Telnyx::media_frame("s", f, &[0x01, 0x00]);
         assert!(frame.contains(&wire::encode_b64(&[0x00, 0x01])), "{frame}");
+        // Audio already big-endian goes out untouched.
+        let be = AudioFormat::new(Encoding::L16, SampleRate::Hz16000);
+        let frame = Telnyx::media_frame("s", be, &[0x00, 0x01]);
+        assert!(frame.contains(&wire::encode_b64(&[0x00, 0x01])), "{frame}");
+    }
+
+    #[test]
+    fn only_codec_rates_parse() {
+        let start = |rate: &str| {
+            format!(
+                r#"{{"event":"start","stream_id":"s1","start":{{"call_control_id":"c1",
+                "media_format":{{"encoding":"L16","sample_rate":{rate},"channels":1}}}}}}"#
+            )
+        };
+        match parse(&start("16000")) {
+            Ok(WireEvent::Start(s)) => assert_eq!(
+                s.format,
+                Some(AudioFormat::new(Encoding::S16Le, SampleRate::Hz16000))
+            ),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["44100", "11025", "0"] {
+            assert!(
+                matches!(parse(&start(bad)), Err(StreamError::UnsupportedFormat(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -162,7 +162,7 @@ fn format(f: FormatBody) -> Result<AudioFormat, StreamError> {
     let rate = f.sample_rate.map_or(8000, |n| n.0);
     let channels = f.channels.map_or(1, |n| n.0);
     match (wire::encoding_from_name(encoding), rate, channels) {
-        (Some(Encoding::Mulaw), 8000, 1) => Ok(AudioFormat::MULAW_8K),
+        (Some(Encoding::Pcmu), 8000, 1) => Ok(AudioFormat::PCMU),
         _ => Err(StreamError::UnsupportedFormat(format!(
             "{} at {} Hz, {} channel(s)",
             wire::shown(encoding),
@@ -215,18 +215,18 @@ impl Dialect for Twilio {
     }
 
     fn default_format(_query_rate: Option<u32>) -> AudioFormat {
-        AudioFormat::MULAW_8K
+        AudioFormat::PCMU
     }
 
     fn outbound_format(
         _inbound: AudioFormat,
         _configured: Option<AudioFormat>,
     ) -> Result<AudioFormat, StreamError> {
-        Ok(AudioFormat::MULAW_8K)
+        Ok(AudioFormat::PCMU)
     }
 
     fn framing(outbound: AudioFormat, frame: Option<Duration>) -> Framing {
-        Framing::fixed(outbound.bytes_for(frame.unwrap_or(Duration::from_millis(20))))
+        Framing::fixed(outbound.bytes_in(frame.unwrap_or(Duration::from_millis(20))))
     }
 
     fn media_frame(stream_id: &str, _outbound: AudioFormat, audio: &[u8]) -> String {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{AudioFormat, Encoding, StreamError};
+use super::{AudioFormat, Encoding, SampleRate, StreamError};
 
 /// One provider message after parsing, before the session's checks (authentication, ordering,
 /// mark bookkeeping). Each provider module's `parse` returns this.
@@ -199,16 +199,18 @@ pub(crate) fn dtmf_digit(s: &str) -> Result<char, StreamError> {
 
 /// An encoding from the names providers use: `audio/x-mulaw`, `PCMU`, `audio/x-alaw`,
 /// `PCMA`, `audio/x-l16`, `L16`, `audio/x-raw`, `raw/slin`. Parameters after `;` are ignored.
+/// Linear PCM is [`Encoding::S16Le`], the byte order streams carry it in (Telnyx's big-endian
+/// L16 is swapped on arrival).
 pub(crate) fn encoding_from_name(name: &str) -> Option<Encoding> {
     let base = name.split(';').next().unwrap_or_default().trim();
     let lower = base.to_ascii_lowercase();
     match lower.as_str() {
         "audio/x-mulaw" | "audio/mulaw" | "audio/pcmu" | "pcmu" | "mulaw" | "ulaw" => {
-            Some(Encoding::Mulaw)
+            Some(Encoding::Pcmu)
         }
-        "audio/x-alaw" | "audio/alaw" | "audio/pcma" | "pcma" | "alaw" => Some(Encoding::Alaw),
+        "audio/x-alaw" | "audio/alaw" | "audio/pcma" | "pcma" | "alaw" => Some(Encoding::Pcma),
         "audio/x-l16" | "audio/l16" | "l16" | "audio/x-raw" | "raw/slin" | "slin" => {
-            Some(Encoding::L16)
+            Some(Encoding::S16Le)
         }
         _ => None,
     }
@@ -233,15 +235,14 @@ pub(crate) fn unknown(name: &str) -> WireEvent {
     }
 }
 
-/// The sample rates a telephony stream may sensibly carry.
-pub(crate) fn check_rate(rate: u64) -> Result<u32, StreamError> {
-    match u32::try_from(rate) {
-        Ok(r) if (8000..=48000).contains(&r) => Ok(r),
-        _ => Err(StreamError::UnsupportedFormat(format!(
-            "sample rate {}",
-            rate.min(u64::from(u32::MAX))
-        ))),
-    }
+/// A provider's sample rate, if it is one the codec converts (8, 16, 24 or 48 kHz).
+pub(crate) fn check_rate(rate: u64) -> Result<SampleRate, StreamError> {
+    u32::try_from(rate)
+        .ok()
+        .and_then(SampleRate::from_hz)
+        .ok_or_else(|| {
+            StreamError::UnsupportedFormat(format!("sample rate {}", rate.min(u64::from(u32::MAX))))
+        })
 }
 
 #[cfg(test)]
@@ -277,15 +278,29 @@ mod tests {
         assert!(dtmf_digit("").is_err());
         assert!(dtmf_digit("12").is_err());
         assert!(dtmf_digit("E").is_err());
-        assert_eq!(encoding_from_name("audio/x-mulaw"), Some(Encoding::Mulaw));
-        assert_eq!(encoding_from_name("PCMU"), Some(Encoding::Mulaw));
-        assert_eq!(encoding_from_name("PCMA"), Some(Encoding::Alaw));
-        assert_eq!(encoding_from_name("audio/x-raw"), Some(Encoding::L16));
+        assert_eq!(encoding_from_name("audio/x-mulaw"), Some(Encoding::Pcmu));
+        assert_eq!(encoding_from_name("PCMU"), Some(Encoding::Pcmu));
+        assert_eq!(encoding_from_name("PCMA"), Some(Encoding::Pcma));
+        assert_eq!(encoding_from_name("audio/x-raw"), Some(Encoding::S16Le));
         assert_eq!(
             encoding_from_name("audio/x-l16;rate=16000"),
-            Some(Encoding::L16)
+            Some(Encoding::S16Le)
         );
         assert_eq!(encoding_from_name("OPUS"), None);
+    }
+
+    #[test]
+    fn only_the_codec_rates_are_accepted() {
+        assert_eq!(check_rate(8000), Ok(SampleRate::Hz8000));
+        assert_eq!(check_rate(16000), Ok(SampleRate::Hz16000));
+        assert_eq!(check_rate(24000), Ok(SampleRate::Hz24000));
+        assert_eq!(check_rate(48000), Ok(SampleRate::Hz48000));
+        for bad in [0, 11_025, 22_050, 32_000, 44_100, 96_000, u64::MAX] {
+            assert!(
+                matches!(check_rate(bad), Err(StreamError::UnsupportedFormat(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
