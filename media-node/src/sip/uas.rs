@@ -436,6 +436,8 @@ impl Uas {
                 self.transmit(to, data);
             }
         }
+        // BYEs started above sit in the transaction layer's queue.
+        self.pump(now);
     }
 
     fn alloc_call(&mut self) -> CallHandle {
@@ -457,7 +459,6 @@ impl Uas {
         if let Some(c) = self.calls.get_mut(&call) {
             if !c.ended {
                 c.ended = true;
-                c.pending = None;
                 self.event(UasEvent::Ended { call, reason });
             }
         }
