@@ -41,7 +41,14 @@ const SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.1
                    m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
 
 /// A request from the UAC. `to_tag` puts it in a dialog; `extra` adds header lines.
-fn req(method: &str, branch: &str, cseq: u32, to_tag: Option<&str>, extra: &str, body: &str) -> String {
+fn req(
+    method: &str,
+    branch: &str,
+    cseq: u32,
+    to_tag: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> String {
     let to = match to_tag {
         Some(t) => format!("<sip:vaani@192.0.2.1>;tag={t}"),
         None => "<sip:vaani@192.0.2.1>".into(),
@@ -72,6 +79,7 @@ fn invite(branch: &str) -> String {
 
 /// What came out, with the virtual time it came out at.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Out {
     Sent(Duration, SocketAddr, SipMessage),
     /// Bytes our parser refuses: only the 400 for a request whose broken fields it copies.
@@ -160,9 +168,15 @@ impl H {
     fn answered(&mut self) -> (CallHandle, String) {
         self.recv(&invite("z9hG4bKinv1"));
         let call = self.incoming().expect("incoming call");
-        self.uas.accept(self.now, call, Bytes::from_static(b"v=0\r\n")).unwrap();
+        self.uas
+            .accept(self.now, call, Bytes::from_static(b"v=0\r\n"))
+            .unwrap();
         self.drain();
-        let ok = self.responses().into_iter().find(|r| r.status == 200).unwrap();
+        let ok = self
+            .responses()
+            .into_iter()
+            .find(|r| r.status == 200)
+            .unwrap();
         (call, ok.headers.to.tag().unwrap().to_string())
     }
 
@@ -220,7 +234,10 @@ fn invite_answer_ack_bye() {
     };
     assert_eq!((ok.status, *to), (200, uac()));
     let tag = ok.headers.to.tag().unwrap().to_string();
-    assert_eq!(ok.headers.contact[0].to_string(), "<sip:vaani@192.0.2.1:5060>");
+    assert_eq!(
+        ok.headers.contact[0].to_string(),
+        "<sip:vaani@192.0.2.1:5060>"
+    );
     assert_eq!(ok.headers.content_type.as_deref(), Some("application/sdp"));
     assert_eq!(ok.body.as_ref(), b"v=0\r\n");
     assert_eq!(ok.headers.get("Server"), Some("vaani"));
@@ -287,11 +304,13 @@ fn two_xx_is_retransmitted_until_ack_then_bye_after_64_t1() {
         })
         .collect();
     // T1 doubling to T2: 0.5, 1.5, 3.5, 7.5, then every 4 s; 64·T1 = 32 s: BYE.
-    let expected: Vec<(Duration, String)> = [500u64, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
-        .iter()
-        .map(|ms| (MS(*ms), "200".to_string()))
-        .chain([(MS(32_000), "BYE".to_string())])
-        .collect();
+    let expected: Vec<(Duration, String)> = [
+        500u64, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500,
+    ]
+    .iter()
+    .map(|ms| (MS(*ms), "200".to_string()))
+    .chain([(MS(32_000), "BYE".to_string())])
+    .collect();
     assert_eq!(sent, expected);
     let bye = h
         .log
@@ -304,7 +323,10 @@ fn two_xx_is_retransmitted_until_ack_then_bye_after_64_t1() {
     assert_eq!(bye.uri.to_string(), format!("sip:alice@{UAC}"));
     assert_eq!(bye.headers.from.tag(), Some(tag.as_str()));
     assert_eq!(bye.headers.to.tag(), Some("alice"));
-    assert_eq!(bye.headers.get("Reason"), Some("SIP;cause=408;text=\"ACK timeout\""));
+    assert_eq!(
+        bye.headers.get("Reason"),
+        Some("SIP;cause=408;text=\"ACK timeout\"")
+    );
     assert!(h.events().contains(&UasEvent::Ended {
         call,
         reason: EndReason::AckTimeout
@@ -339,7 +361,13 @@ fn cancel_before_the_answer() {
     let rs = h.responses();
     let got: Vec<(u16, Method, Option<String>)> = rs
         .iter()
-        .map(|r| (r.status, r.headers.cseq.method.clone(), r.headers.to.tag().map(str::to_string)))
+        .map(|r| {
+            (
+                r.status,
+                r.headers.cseq.method.clone(),
+                r.headers.to.tag().map(str::to_string),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -390,7 +418,10 @@ fn options_and_methods_we_do_not_do() {
     h.recv(&req("OPTIONS", "z9hG4bKo", 1, None, "", ""));
     let r = h.responses();
     assert_eq!(r[0].status, 200);
-    assert_eq!(r[0].headers.get("Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"));
+    assert_eq!(
+        r[0].headers.get("Allow"),
+        Some("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")
+    );
     assert!(r[0].headers.to.tag().is_some());
     h.recv(&req("REGISTER", "z9hG4bKr", 1, None, "", ""));
     let r = h.responses();
@@ -398,11 +429,21 @@ fn options_and_methods_we_do_not_do() {
     assert!(r[0].headers.get("Allow").is_some());
     h.recv(&req("FOO", "z9hG4bKf", 1, None, "", ""));
     assert_eq!(h.statuses(), [501]);
-    let tel = req("OPTIONS", "z9hG4bKt", 1, None, "", "")
-        .replacen("OPTIONS sip:vaani@192.0.2.1:5060", "OPTIONS tel:+911234567890", 1);
+    let tel = req("OPTIONS", "z9hG4bKt", 1, None, "", "").replacen(
+        "OPTIONS sip:vaani@192.0.2.1:5060",
+        "OPTIONS tel:+911234567890",
+        1,
+    );
     h.recv(&tel);
     assert_eq!(h.statuses(), [416]);
-    h.recv(&req("INVITE", "z9hG4bKq", 1, None, "Require: 100rel, timer\r\n", SDP));
+    h.recv(&req(
+        "INVITE",
+        "z9hG4bKq",
+        1,
+        None,
+        "Require: 100rel, timer\r\n",
+        SDP,
+    ));
     let r = h.responses();
     assert_eq!(r.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 420]);
     assert_eq!(r[1].headers.get("Unsupported"), Some("100rel, timer"));
@@ -452,9 +493,12 @@ fn allowlist_refuses_statelessly() {
     assert_eq!(h.uas.calls_held(), 0);
     assert!(h.uas.next_deadline().is_none(), "no transaction kept");
     // With rport: to the source.
-    let rport = invite("z9hG4bKy").replace(&format!("{UAC};branch"), &format!("{UAC};rport;branch"));
+    let rport =
+        invite("z9hG4bKy").replace(&format!("{UAC};branch"), &format!("{UAC};rport;branch"));
     h.recv_from(&rport, stranger);
-    let Out::Sent(_, to, _) = &h.take()[0] else { panic!() };
+    let Out::Sent(_, to, _) = &h.take()[0] else {
+        panic!()
+    };
     assert_eq!(*to, stranger);
     // ACKs, responses and garbage from there: nothing.
     h.recv_from(&req("ACK", "z9hG4bKa", 1, Some("t"), "", ""), stranger);
@@ -472,7 +516,8 @@ fn allowlist_refuses_statelessly() {
 fn rport_and_via_addressing() {
     let mut h = H::new();
     let nat: SocketAddr = "192.0.2.77:40000".parse().unwrap();
-    let rport = invite("z9hG4bKn").replace(&format!("{UAC};branch"), &format!("{UAC};rport;branch"));
+    let rport =
+        invite("z9hG4bKn").replace(&format!("{UAC};branch"), &format!("{UAC};rport;branch"));
     h.recv_from(&rport, nat);
     let call = h.incoming().unwrap();
     let out = h.take();
@@ -510,10 +555,22 @@ fn malformed_datagrams() {
     };
     assert_eq!(*to, uac());
     let text = String::from_utf8_lossy(data);
-    assert!(text.starts_with("SIP/2.0 400 Malformed CSeq Header\r\n"), "{text}");
-    assert!(text.contains("CSeq: x INVITE\r\n"), "copied so the client can match it");
+    assert!(
+        text.starts_with("SIP/2.0 400 Malformed CSeq Header\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CSeq: x INVITE\r\n"),
+        "copied so the client can match it"
+    );
     // Keep-alives, empty, binary, broken responses: nothing.
-    for junk in [&b"\r\n\r\n"[..], b"", b"\x00\xff\x10", b"SIP/2.0 999 Huh\r\n\r\n", b"INVITE\r\n\r\n"] {
+    for junk in [
+        &b"\r\n\r\n"[..],
+        b"",
+        b"\x00\xff\x10",
+        b"SIP/2.0 999 Huh\r\n\r\n",
+        b"INVITE\r\n\r\n",
+    ] {
         h.uas.receive(h.now, junk, uac());
         h.drain();
     }
@@ -540,7 +597,14 @@ fn info_dtmf() {
     let mut h = H::new();
     let (call, tag) = h.confirmed();
     let relay = "Content-Type: application/dtmf-relay\r\n";
-    h.recv(&req("INFO", "z9hG4bKi1", 2, Some(&tag), relay, "Signal=5\r\nDuration=160\r\n"));
+    h.recv(&req(
+        "INFO",
+        "z9hG4bKi1",
+        2,
+        Some(&tag),
+        relay,
+        "Signal=5\r\nDuration=160\r\n",
+    ));
     assert_eq!(
         h.events(),
         [UasEvent::InfoDtmf {
@@ -550,16 +614,50 @@ fn info_dtmf() {
         }]
     );
     assert_eq!(h.statuses(), [200]);
-    h.recv(&req("INFO", "z9hG4bKi2", 3, Some(&tag), "Content-Type: application/dtmf\r\n", "#"));
-    assert!(matches!(h.events()[..], [UasEvent::InfoDtmf { digit: '#', .. }]));
+    h.recv(&req(
+        "INFO",
+        "z9hG4bKi2",
+        3,
+        Some(&tag),
+        "Content-Type: application/dtmf\r\n",
+        "#",
+    ));
+    assert!(matches!(
+        h.events()[..],
+        [UasEvent::InfoDtmf { digit: '#', .. }]
+    ));
     assert_eq!(h.statuses(), [200]);
-    h.recv(&req("INFO", "z9hG4bKi3", 4, Some(&tag), relay, "Signal=x\r\n"));
+    h.recv(&req(
+        "INFO",
+        "z9hG4bKi3",
+        4,
+        Some(&tag),
+        relay,
+        "Signal=x\r\n",
+    ));
     assert_eq!(h.statuses(), [400]);
-    h.recv(&req("INFO", "z9hG4bKi4", 5, Some(&tag), "Content-Type: text/plain\r\n", "hi"));
+    h.recv(&req(
+        "INFO",
+        "z9hG4bKi4",
+        5,
+        Some(&tag),
+        "Content-Type: text/plain\r\n",
+        "hi",
+    ));
     assert_eq!(h.statuses(), [415]);
-    h.recv(&req("INFO", "z9hG4bKi5", 6, Some(&tag), "Info-Package: foo\r\n", ""));
+    h.recv(&req(
+        "INFO",
+        "z9hG4bKi5",
+        6,
+        Some(&tag),
+        "Info-Package: foo\r\n",
+        "",
+    ));
     let r = h.responses();
-    assert_eq!((r[0].status, r[0].reason.as_str()), (469, "Bad Info Package"));
+    assert_eq!(
+        (r[0].status, r[0].reason.as_str()),
+        (469, "Bad Info Package")
+    );
 }
 
 #[test]
@@ -577,7 +675,9 @@ fn reinvite_hold_and_pending_rules() {
     assert_eq!(r[1].status, 500);
     assert!(r[1].headers.get("Retry-After").is_some());
     // Answer the first; until its ACK a new one gets 491.
-    h.uas.accept(h.now, call, Bytes::from_static(b"v=0\r\n")).unwrap();
+    h.uas
+        .accept(h.now, call, Bytes::from_static(b"v=0\r\n"))
+        .unwrap();
     h.drain();
     let ok = h.responses().into_iter().find(|r| r.status == 200).unwrap();
     assert_eq!(ok.headers.to.tag(), Some(tag.as_str()));
@@ -624,9 +724,18 @@ fn local_hangup_in_each_state() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(bye.headers.get("Reason"), Some("SIP;cause=408;text=\"RTP timeout\""));
+    assert_eq!(
+        bye.headers.get("Reason"),
+        Some("SIP;cause=408;text=\"RTP timeout\"")
+    );
     assert!(bye.headers.top_via().unwrap().rport().is_some());
-    assert!(out.iter().any(|o| matches!(o, Out::Event(UasEvent::Ended { reason: EndReason::LocalHangup { .. }, .. }))));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Out::Event(UasEvent::Ended {
+            reason: EndReason::LocalHangup { .. },
+            ..
+        })
+    )));
     assert_eq!(h.uas.active_calls(), 0);
     assert_eq!(h.uas.calls_held(), 1);
     // BYE retransmitted (Timer E) until answered.
@@ -642,18 +751,26 @@ fn local_hangup_in_each_state() {
     h.uas.hangup(h.now, call, 200, "agent hung up").unwrap();
     h.drain();
     let out = h.take();
-    assert!(out.iter().all(|o| !matches!(o, Out::Sent(_, _, SipMessage::Request(_)))));
+    assert!(out
+        .iter()
+        .all(|o| !matches!(o, Out::Sent(_, _, SipMessage::Request(_)))));
     h.recv(&req("ACK", "z9hG4bKack1", 1, Some(&tag), "", ""));
     let out = h.take();
-    assert!(out.iter().any(|o| matches!(o, Out::Sent(_, _, SipMessage::Request(r)) if r.method == Method::Bye)));
-    assert!(out.iter().all(|o| !matches!(o, Out::Event(UasEvent::Confirmed { .. }))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Out::Sent(_, _, SipMessage::Request(r)) if r.method == Method::Bye)));
+    assert!(out
+        .iter()
+        .all(|o| !matches!(o, Out::Event(UasEvent::Confirmed { .. }))));
 
     // Not answered: a final response.
     let mut h = H::new();
     h.recv(&invite("z9hG4bKinv1"));
     let call = h.incoming().unwrap();
     h.take();
-    h.uas.hangup(h.now, call, 503, "node shutting down").unwrap();
+    h.uas
+        .hangup(h.now, call, 503, "node shutting down")
+        .unwrap();
     h.drain();
     assert_eq!(h.statuses(), [503]);
     assert_eq!(h.uas.calls_held(), 0);
@@ -666,7 +783,9 @@ fn reject_with_extra_headers() {
     let call = h.incoming().unwrap();
     h.take();
     assert!(h.uas.reject(h.now, call, 200, &[]).is_err());
-    h.uas.reject(h.now, call, 503, &[("Retry-After", "5")]).unwrap();
+    h.uas
+        .reject(h.now, call, 503, &[("Retry-After", "5")])
+        .unwrap();
     h.drain();
     let events = h.events();
     let r = h.responses();
@@ -687,13 +806,25 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
         req("ACK", "z9hG4bKp2", 1, Some("x"), "", ""),
         req("BYE", "z9hG4bKp3", 2, Some("x"), "", ""),
         req("CANCEL", "z9hG4bKp1", 1, None, "", ""),
-        req("INFO", "z9hG4bKp4", 3, Some("x"), "Content-Type: application/dtmf-relay\r\n", "Signal=1"),
+        req(
+            "INFO",
+            "z9hG4bKp4",
+            3,
+            Some("x"),
+            "Content-Type: application/dtmf-relay\r\n",
+            "Signal=1",
+        ),
         req("OPTIONS", "z9hG4bKp5", 1, None, "", ""),
     ];
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..400),
-        (proptest::sample::select(templates), any::<u16>(), any::<u8>(), 0usize..8).prop_map(
-            |(t, pos, byte, kind)| {
+        (
+            proptest::sample::select(templates),
+            any::<u16>(),
+            any::<u8>(),
+            0usize..8
+        )
+            .prop_map(|(t, pos, byte, kind)| {
                 let mut b = t.into_bytes();
                 let i = pos as usize % b.len();
                 match kind {
@@ -703,8 +834,7 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
                     _ => {}
                 }
                 b
-            }
-        ),
+            }),
     ]
 }
 
