@@ -226,6 +226,21 @@ impl Uac {
     }
 
     fn request(&mut self, method: &str, extra: &str, body: &str) -> String {
+        let ct = if body.is_empty() {
+            ""
+        } else {
+            "application/sdp"
+        };
+        self.request_typed(method, extra, ct, body)
+    }
+
+    fn request_typed(
+        &mut self,
+        method: &str,
+        extra: &str,
+        content_type: &str,
+        body: &str,
+    ) -> String {
         if method != "ACK" {
             self.cseq += 1;
         }
@@ -234,10 +249,10 @@ impl Uac {
             .as_ref()
             .map(|t| format!(";tag={t}"))
             .unwrap_or_default();
-        let ct = if body.is_empty() {
-            ""
+        let ct = if content_type.is_empty() {
+            String::new()
         } else {
-            "Content-Type: application/sdp\r\n"
+            format!("Content-Type: {content_type}\r\n")
         };
         format!(
             "{method} sip:vaani@{node} SIP/2.0\r\n\
@@ -283,10 +298,14 @@ impl Uac {
     }
 
     fn offer(rtp: SocketAddr) -> String {
+        Self::offer_with(rtp, 1, "sendrecv")
+    }
+
+    fn offer_with(rtp: SocketAddr, version: u32, direction: &str) -> String {
         format!(
-            "v=0\r\no=uac 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no=uac 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
              m=audio {} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n\
-             a=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+             a=fmtp:101 0-16\r\na=ptime:20\r\na={direction}\r\n",
             rtp.port()
         )
     }
@@ -551,4 +570,128 @@ fn rtp_timeout_hangs_up_with_bye() {
     uac.send(std::str::from_utf8(&ok.to_bytes()).unwrap());
     let r = call_record(&dev.addr, &uac.call_id, |r| r["state"] == "ended");
     assert_eq!(r["end_reason"], "local_hangup: RTP timeout");
+}
+
+/// Counts the node's RTP packets arriving in a window.
+fn count_rtp(rtp: &UdpSocket, window: Duration) -> usize {
+    rtp.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let end = Instant::now() + window;
+    let mut n = 0;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < end {
+        if rtp.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn reinvite_hold_unhold_and_info_dtmf() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = start_dev(data.path().to_str().unwrap());
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local_rtp = rtp.local_addr().unwrap();
+    let mut uac = Uac::new(&dev.sip, "rust-uac-hold@127.0.0.1");
+    assert_eq!(uac.invite(local_rtp, "").status, 200);
+    uac.ack();
+    // The node sends (silence) from the start: about 25 packets in half a second.
+    assert!(count_rtp(&rtp, Duration::from_millis(500)) >= 15);
+
+    // We put the node on hold (we only send): it answers recvonly and goes quiet.
+    let text = uac.request("INVITE", "", &Uac::offer_with(local_rtp, 2, "sendonly"));
+    uac.send(&text);
+    let ok = uac.final_response();
+    assert_eq!(ok.status, 200);
+    let sdp = String::from_utf8_lossy(&ok.body).to_string();
+    assert!(sdp.contains("a=recvonly\r\n"), "{sdp}");
+    assert!(sdp.contains(" 2 IN IP4 "), "session version went up: {sdp}");
+    uac.ack();
+    let _ = count_rtp(&rtp, Duration::from_millis(100)); // what was in flight
+    assert_eq!(
+        count_rtp(&rtp, Duration::from_millis(500)),
+        0,
+        "held: nothing sent"
+    );
+
+    // Off hold: sendrecv again, and the packets come back.
+    let text = uac.request("INVITE", "", &Uac::offer_with(local_rtp, 3, "sendrecv"));
+    uac.send(&text);
+    let ok = uac.final_response();
+    assert_eq!(ok.status, 200);
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=sendrecv\r\n"));
+    uac.ack();
+    assert!(count_rtp(&rtp, Duration::from_millis(500)) >= 15);
+
+    // A key press by SIP INFO (application/dtmf-relay).
+    let text = uac.request_typed(
+        "INFO",
+        "",
+        "application/dtmf-relay",
+        "Signal=7\r\nDuration=160\r\n",
+    );
+    uac.send(&text);
+    assert_eq!(uac.final_response().status, 200);
+    call_record(&dev.addr, &uac.call_id, |r| r["digits"] == "7");
+    assert_eq!(uac.bye().status, 200);
+}
+
+#[test]
+fn capacity_gives_503_with_retry_after() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = start_dev_with(data.path().to_str().unwrap(), &["--max-calls", "1"]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut first = Uac::new(&dev.sip, "rust-uac-cap1@127.0.0.1");
+    assert_eq!(first.invite(rtp.local_addr().unwrap(), "").status, 200);
+    first.ack();
+    let mut second = Uac::new(&dev.sip, "rust-uac-cap2@127.0.0.1");
+    let busy = second.invite(rtp.local_addr().unwrap(), "");
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.headers.get("Retry-After"), Some("5"));
+    assert_eq!(first.bye().status, 200);
+    // The slot is free again.
+    let mut third = Uac::new(&dev.sip, "rust-uac-cap3@127.0.0.1");
+    assert_eq!(third.invite(rtp.local_addr().unwrap(), "").status, 200);
+    third.ack();
+    assert_eq!(third.bye().status, 200);
+}
+
+#[test]
+fn sigterm_hangs_up_calls_with_bye() {
+    let data = tempfile::tempdir().unwrap();
+    let mut dev = start_dev(data.path().to_str().unwrap());
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::new(&dev.sip, "rust-uac-term@127.0.0.1");
+    assert_eq!(uac.invite(rtp.local_addr().unwrap(), "").status, 200);
+    uac.ack();
+    call_record(&dev.addr, &uac.call_id, |r| r["state"] == "confirmed");
+    let pid = dev.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let bye: Request = loop {
+        if let SipMessage::Request(r) = uac.recv() {
+            if r.method.as_str() == "BYE" {
+                break r;
+            }
+        }
+    };
+    assert_eq!(
+        bye.headers.get("Reason"),
+        Some("SIP;cause=503;text=\"node shutting down\"")
+    );
+    let ok = bye.response(200, None);
+    uac.send(std::str::from_utf8(&ok.to_bytes()).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "vaani dev did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

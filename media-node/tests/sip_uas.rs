@@ -841,6 +841,12 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    #[test]
+    fn dtmf_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = vaani_media::sip::uas::parse_dtmf_relay(&body);
+        let _ = vaani_media::sip::uas::parse_dtmf(&body);
+    }
+
     /// Hostile datagrams never panic, and with the driver answering every call, all state is
     /// gone once the timers have run out and every call was hung up.
     #[test]
