@@ -165,8 +165,16 @@ fn without_silence_fill_gaps_end_talkspurts() {
     let (t, h, _, _) = &second[0];
     assert_eq!(*t, MS(120));
     assert!(h.marker, "a new talkspurt");
-    assert_eq!(h.sequence, first[1].1.sequence.wrapping_add(1), "no gap in sequence");
-    assert_eq!(h.timestamp, first[0].1.timestamp.wrapping_add(160 * 6), "time advanced");
+    assert_eq!(
+        h.sequence,
+        first[1].1.sequence.wrapping_add(1),
+        "no gap in sequence"
+    );
+    assert_eq!(
+        h.timestamp,
+        first[0].1.timestamp.wrapping_add(160 * 6),
+        "time advanced"
+    );
 }
 
 #[test]
@@ -203,7 +211,11 @@ fn dtmf_events_take_the_place_of_audio() {
     assert_eq!(events[0].0, MS(40), "starts at the next tick");
     assert!(events[0].1.marker);
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.0, MS(40 + 20 * i as u64), "one per tick, no audio in between");
+        assert_eq!(
+            e.0,
+            MS(40 + 20 * i as u64),
+            "one per tick, no audio in between"
+        );
         assert_eq!(e.1.timestamp, start_ts);
         let ev = TelephoneEvent::parse(&e.2).unwrap();
         assert_eq!(ev.event, 7);
@@ -213,14 +225,20 @@ fn dtmf_events_take_the_place_of_audio() {
         }
     }
     let seqs: Vec<u16> = sent.iter().map(|p| p.1.sequence).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "one sequence space");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "one sequence space"
+    );
     let after = sent.iter().find(|p| p.0 == MS(180)).unwrap();
     assert_eq!(after.1.payload_type, 0);
     assert!(after.1.marker, "audio after an event starts a talkspurt");
     assert_eq!(s.counters().dtmf_packets_sent, 7);
     let mut no_dtmf = config();
     no_dtmf.dtmf_payload_type = None;
-    assert!(RtpSession::new(t0, no_dtmf).unwrap().send_dtmf('1', MS(100)).is_err());
+    assert!(RtpSession::new(t0, no_dtmf)
+        .unwrap()
+        .send_dtmf('1', MS(100))
+        .is_err());
 }
 
 #[test]
@@ -243,7 +261,11 @@ fn latching_and_receiving() {
     assert_eq!(s.poll_event(), Some(MediaEvent::Latched(nat)));
     assert_eq!(s.destination(), Some(nat));
     // Another host is ignored; another port of the same host is heard (sipp's DTMF replays).
-    s.receive(t0 + MS(20), &rtp(2, 160, 9, 0, &payload), "192.0.2.99:30000".parse().unwrap());
+    s.receive(
+        t0 + MS(20),
+        &rtp(2, 160, 9, 0, &payload),
+        "192.0.2.99:30000".parse().unwrap(),
+    );
     assert_eq!(s.counters().foreign, 2);
     let ev = TelephoneEvent {
         event: 5,
@@ -251,7 +273,11 @@ fn latching_and_receiving() {
         volume: 10,
         duration: 800,
     };
-    s.receive(t0 + MS(20), &rtp(2, 160, 77, 101, &ev.to_bytes()), "203.0.113.7:0".parse().unwrap());
+    s.receive(
+        t0 + MS(20),
+        &rtp(2, 160, 77, 101, &ev.to_bytes()),
+        "203.0.113.7:0".parse().unwrap(),
+    );
     let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
     assert_eq!(
         events,
@@ -268,7 +294,14 @@ fn latching_and_receiving() {
     assert!(s.poll_audio().is_none());
     s.handle_timeout(t0 + MS(60));
     let frame = s.poll_audio().unwrap();
-    assert!(frame.samples.iter().skip(40).all(|&x| (x - 1000).abs() < 100), "{frame:?}");
+    assert!(
+        frame
+            .samples
+            .iter()
+            .skip(40)
+            .all(|&x| (x - 1000).abs() < 100),
+        "{frame:?}"
+    );
     // The next frame never came: concealed with silence.
     s.handle_timeout(t0 + MS(80));
     let concealed = s.poll_audio().unwrap();
@@ -353,8 +386,17 @@ fn echo_loop_returns_the_tone() {
     }
     let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64;
     // Find the echoed tone and check its pitch against other bins.
-    let loud: Vec<i16> = received.chunks(FRAME_SAMPLES).filter(|c| energy(c) > 1e6).flatten().copied().collect();
-    assert!(loud.len() >= 40 * FRAME_SAMPLES, "most of the second came back: {}", loud.len());
+    let loud: Vec<i16> = received
+        .chunks(FRAME_SAMPLES)
+        .filter(|c| energy(c) > 1e6)
+        .flatten()
+        .copied()
+        .collect();
+    assert!(
+        loud.len() >= 40 * FRAME_SAMPLES,
+        "most of the second came back: {}",
+        loud.len()
+    );
     let at = |f: f64| goertzel(&loud, 16_000.0, f);
     for other in [300.0, 600.0, 1000.0, 2000.0] {
         assert!(at(440.0) > 50.0 * at(other), "440 Hz dominates {other} Hz");
