@@ -695,3 +695,39 @@ fn sigterm_hangs_up_calls_with_bye() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn late_offer_answer_in_the_ack() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = start_dev(data.path().to_str().unwrap());
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local_rtp = rtp.local_addr().unwrap();
+    let mut uac = Uac::new(&dev.sip, "rust-uac-late@127.0.0.1");
+    // INVITE without SDP: the node's 200 carries its offer.
+    let text = uac.request("INVITE", "", "");
+    uac.send(&text);
+    let ok = uac.final_response();
+    assert_eq!(ok.status, 200);
+    uac.to_tag = ok.headers.to.tag().map(str::to_string);
+    let offer = String::from_utf8_lossy(&ok.body).to_string();
+    assert!(offer.contains(" RTP/AVP 0 8 101\r\n"), "{offer}");
+    let node_rtp = answer_address(&ok);
+    // We answer in the ACK with PCMA only.
+    let answer = format!(
+        "v=0\r\no=uac 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+         a=sendrecv\r\n",
+        local_rtp.port()
+    );
+    let ack = uac.request_typed("ACK", "", "application/sdp", &answer);
+    uac.send(&ack);
+    let r = call_record(&dev.addr, &uac.call_id, |r| r["codec"] == "PCMA");
+    assert_eq!(r["state"], "confirmed");
+    // Media flows in PCMA, from the port the offer named.
+    rtp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = rtp.recv_from(&mut buf).unwrap();
+    assert_eq!(from, node_rtp);
+    assert_eq!(RtpPacket::parse(&buf[..n]).unwrap().payload_type, 8);
+    assert_eq!(uac.bye().status, 200);
+}

@@ -218,13 +218,77 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// What the SIP task keeps per accepted call.
-struct CallEntry {
-    media: mpsc::Sender<MediaCmd>,
-    /// The negotiated audio payload type and `telephone-event` type.
+/// What the offer/answer settled for a call's audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MediaPlan {
+    codec: Codec,
     payload_type: u8,
     dtmf_payload_type: Option<u8>,
-    codec: Codec,
+    remote: SocketAddr,
+    direction: Direction,
+}
+
+impl From<&sdp::Negotiated> for MediaPlan {
+    fn from(n: &sdp::Negotiated) -> Self {
+        MediaPlan {
+            codec: n.codec.clone(),
+            payload_type: n.payload_type,
+            dtmf_payload_type: n.dtmf_payload_type,
+            remote: n.remote,
+            direction: n.direction,
+        }
+    }
+}
+
+impl MediaPlan {
+    fn format(&self) -> AudioFormat {
+        match self.codec {
+            Codec::Pcma => AudioFormat::PCMA,
+            _ => AudioFormat::PCMU,
+        }
+    }
+}
+
+/// Reads the answer to our offer (a late offer's answer comes in the ACK, RFC 3264 §6): the
+/// first audio stream the peer kept, the first of its codecs we carry (it may only list what
+/// we offered), its `telephone-event` type, and our direction as the answer allows it.
+fn plan_from_answer(answer: &SessionDescription) -> Result<MediaPlan, SdpError> {
+    for (i, m) in answer.media.iter().enumerate() {
+        if m.port == 0 || !m.is_rtp_audio() {
+            continue;
+        }
+        let codecs = m.codecs();
+        let Some((pt, codec, _)) = codecs
+            .iter()
+            .find(|(_, c, rate)| matches!(c, Codec::Pcmu | Codec::Pcma) && *rate == 8000)
+            .cloned()
+        else {
+            return Err(SdpError::NoCommonCodec);
+        };
+        let dtmf = codecs
+            .iter()
+            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == 8000)
+            .map(|(pt, _, _)| *pt);
+        let remote = answer.media_address(i).ok_or(SdpError::NoAddress)?;
+        return Ok(MediaPlan {
+            codec,
+            payload_type: pt,
+            dtmf_payload_type: dtmf,
+            remote,
+            direction: answer.media_direction(i).reversed(),
+        });
+    }
+    Err(SdpError::NoAudio)
+}
+
+/// What the SIP task keeps per accepted call.
+struct CallEntry {
+    /// The media task's commands (`None` until media starts: a late offer waits for the ACK).
+    media: Option<mpsc::Sender<MediaCmd>>,
+    /// What media runs with now.
+    plan: Option<MediaPlan>,
+    /// The RTP socket and call facts until media starts.
+    waiting: Option<(std::net::UdpSocket, CallInfo)>,
     port: u16,
     sdp_session_id: u64,
     sdp_version: u64,
@@ -302,17 +366,12 @@ impl Driver {
                 invite,
                 source,
             } => self.on_incoming(now, call, &invite, source),
-            UasEvent::Confirmed { call, .. } => {
-                tracing::info!(call = %call, "call confirmed (ACK)");
-                self.config
-                    .registry
-                    .update(call.as_u64(), |r| r.state = "confirmed".into());
-            }
+            UasEvent::Confirmed { call, body } => self.on_confirmed(now, call, &body),
             UasEvent::Reinvite { call, request } => self.on_reinvite(now, call, &request),
             UasEvent::InfoDtmf { call, digit, .. } => {
                 tracing::info!(call = %call, %digit, "DTMF (SIP INFO)");
-                if let Some(entry) = self.calls.get(&call) {
-                    let _ = entry.media.try_send(MediaCmd::Dtmf(digit));
+                if let Some(media) = self.calls.get(&call).and_then(|e| e.media.as_ref()) {
+                    let _ = media.try_send(MediaCmd::Dtmf(digit));
                 }
             }
             UasEvent::Ended { call, reason } => self.on_ended(call, &reason),
@@ -332,7 +391,6 @@ impl Driver {
         invite: &Request,
         source: SocketAddr,
     ) {
-        let sip_call_id = invite.headers.call_id.clone();
         if self.shutdown.is_some() {
             return self.reject(now, call, 503, &[("Retry-After", "5")]);
         }
@@ -343,8 +401,10 @@ impl Driver {
             tracing::warn!(%source, open, max = self.config.max_calls, "INVITE refused: node full");
             return self.reject(now, call, 503, &[("Retry-After", "5")]);
         }
-        let release = |s: &Self| {
-            s.config.active.fetch_sub(1, Ordering::AcqRel);
+        // Until the call is in `self.calls` (whose end releases it), failures release the slot.
+        let refuse = |d: &mut Self, status: u16, extra: &[(&str, &str)]| {
+            d.config.active.fetch_sub(1, Ordering::AcqRel);
+            d.reject(now, call, status, extra);
         };
         let context = match self
             .config
@@ -353,108 +413,68 @@ impl Driver {
         {
             Ok(c) => c,
             Err(reason) => {
-                release(self);
                 tracing::warn!(%source, %reason, "INVITE refused: call context");
-                return self.reject(now, call, 403, &[]);
+                return refuse(self, 403, &[]);
             }
         };
-        if invite.body.is_empty() {
-            // A late offer (RFC 3261 §13.2.1: the offer in our 2xx, the answer in the ACK) is
-            // not supported yet.
-            release(self);
-            return self.reject(
-                now,
-                call,
-                488,
-                &[("Warning", "399 vaani \"offer required\"")],
-            );
-        }
-        let offer = match SessionDescription::parse(&invite.body) {
-            Ok(o) => o,
-            Err(e) => {
-                release(self);
-                tracing::info!(%source, error = %e, "INVITE refused: unreadable SDP");
-                return self.reject(now, call, 400, &[]);
+        // No body: a late offer (RFC 3261 §13.2.1): our 2xx offers, the ACK answers.
+        let offer = if invite.body.is_empty() {
+            None
+        } else {
+            match SessionDescription::parse(&invite.body) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::info!(%source, error = %e, "INVITE refused: unreadable SDP");
+                    return refuse(self, 400, &[]);
+                }
             }
         };
-        let Some(std_socket) = self.pool.bind() else {
-            release(self);
+        let Some(socket) = self.pool.bind() else {
             tracing::warn!("INVITE refused: no free RTP port");
-            return self.reject(now, call, 503, &[("Retry-After", "5")]);
+            return refuse(self, 503, &[("Retry-After", "5")]);
         };
-        let port = std_socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
         let session_id = random_u64() >> 1;
         let local = self.local_media(port, session_id, 1);
-        let (answer, negotiated) = match sdp::answer(&offer, &local) {
-            Ok(a) => a,
-            Err(e) => {
-                release(self);
-                tracing::info!(%source, error = %e, "INVITE refused: SDP");
-                let warning = match e {
-                    SdpError::NoCommonCodec => "305 vaani \"Incompatible media format\"",
-                    _ => "304 vaani \"Media type not available\"",
-                };
-                return self.reject(now, call, 488, &[("Warning", warning)]);
-            }
+        let (sdp_body, plan) = match &offer {
+            Some(offer) => match sdp::answer(offer, &local) {
+                Ok((answer, negotiated)) => (answer.to_bytes(), Some(MediaPlan::from(&negotiated))),
+                Err(e) => {
+                    tracing::info!(%source, error = %e, "INVITE refused: SDP");
+                    let warning = match e {
+                        SdpError::NoCommonCodec => "305 vaani \"Incompatible media format\"",
+                        _ => "304 vaani \"Media type not available\"",
+                    };
+                    return refuse(self, 488, &[("Warning", warning)]);
+                }
+            },
+            None => (sdp::offer(&local).to_bytes(), None),
         };
-        let format = match negotiated.codec {
-            Codec::Pcma => AudioFormat::PCMA,
-            _ => AudioFormat::PCMU,
-        };
-        let ids = random_u64();
-        let mut scfg = SessionConfig::g711(
-            format,
-            negotiated.payload_type,
-            (ids >> 32) as u32,
-            (ids >> 16) as u16,
-            random_u64() as u32,
-        );
-        scfg.dtmf_payload_type = negotiated.dtmf_payload_type;
-        scfg.remote = Some(negotiated.remote);
-        scfg.direction = negotiated.direction;
-        scfg.inactivity_timeout = Some(self.config.rtp_timeout);
-        let session = match RtpSession::new(now, scfg) {
-            Ok(s) => s,
-            Err(e) => {
-                release(self);
-                tracing::warn!(error = %e, "INVITE refused: RTP session");
-                return self.reject(now, call, 500, &[]);
-            }
-        };
-        let socket = match UdpSocket::from_std(std_socket) {
-            Ok(s) => s,
-            Err(e) => {
-                release(self);
-                tracing::warn!(error = %e, "INVITE refused: RTP socket");
-                return self.reject(now, call, 503, &[("Retry-After", "5")]);
-            }
-        };
-        if let Err(e) = self.uas.accept(now, call, Bytes::from(answer.to_bytes())) {
-            release(self);
+        if let Err(e) = self.uas.accept(now, call, Bytes::from(sdp_body)) {
             tracing::warn!(call = %call, error = %e, "accept refused");
+            self.config.active.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let info = CallInfo {
             call_id: context.call_id.clone(),
             tenant: context.tenant.clone(),
-            sip_call_id: sip_call_id.clone(),
+            sip_call_id: invite.headers.call_id.clone(),
         };
-        let codec_name = format.encoding.sdp_name().to_string();
         tracing::info!(
             call = %call,
             %source,
-            codec = %codec_name,
             rtp_port = port,
+            late_offer = offer.is_none(),
             vaani_call_id = ?context.call_id,
             "call answered"
         );
         self.config.registry.add(CallRecord {
             id: call.as_u64(),
-            sip_call_id,
+            sip_call_id: info.sip_call_id.clone(),
             call_id: context.call_id,
             tenant: context.tenant,
             source: source.to_string(),
-            codec: codec_name,
+            codec: String::new(),
             rtp_port: port,
             latched: None,
             state: "answered".into(),
@@ -465,6 +485,87 @@ impl Driver {
             started_at: chrono::Utc::now().to_rfc3339(),
             ended_at: None,
         });
+        self.calls.insert(
+            call,
+            CallEntry {
+                media: None,
+                plan: None,
+                waiting: Some((socket, info)),
+                port,
+                sdp_session_id: session_id,
+                sdp_version: 1,
+            },
+        );
+        if let Some(plan) = plan {
+            self.start_media(now, call, plan);
+        }
+    }
+
+    /// The ACK arrived; with a late offer it carries the answer, and media starts now.
+    fn on_confirmed(&mut self, now: Instant, call: CallHandle, body: &[u8]) {
+        tracing::info!(call = %call, "call confirmed (ACK)");
+        self.config
+            .registry
+            .update(call.as_u64(), |r| r.state = "confirmed".into());
+        let waiting_for_answer = self
+            .calls
+            .get(&call)
+            .is_some_and(|e| e.plan.is_none() && e.waiting.is_some());
+        if !waiting_for_answer {
+            return;
+        }
+        let plan = SessionDescription::parse(body)
+            .map_err(|e| e.to_string())
+            .and_then(|a| plan_from_answer(&a).map_err(|e| e.to_string()));
+        match plan {
+            Ok(plan) => self.start_media(now, call, plan),
+            Err(error) => {
+                tracing::info!(call = %call, %error, "no usable SDP answer in the ACK");
+                let _ = self.uas.hangup(now, call, 488, "no usable SDP answer");
+            }
+        }
+    }
+
+    /// Starts the call's media task with the negotiated `plan`.
+    fn start_media(&mut self, now: Instant, call: CallHandle, plan: MediaPlan) {
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some((std_socket, info)) = entry.waiting.take() else {
+            return;
+        };
+        let ids = random_u64();
+        let mut scfg = SessionConfig::g711(
+            plan.format(),
+            plan.payload_type,
+            (ids >> 32) as u32,
+            (ids >> 16) as u16,
+            random_u64() as u32,
+        );
+        scfg.dtmf_payload_type = plan.dtmf_payload_type;
+        scfg.remote = Some(plan.remote);
+        scfg.direction = plan.direction;
+        scfg.inactivity_timeout = Some(self.config.rtp_timeout);
+        let started = RtpSession::new(now, scfg)
+            .map_err(|e| e.to_string())
+            .and_then(|session| {
+                UdpSocket::from_std(std_socket)
+                    .map(|socket| (session, socket))
+                    .map_err(|e| e.to_string())
+            });
+        let (session, socket) = match started {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(call = %call, %error, "media setup failed");
+                let _ = self.uas.hangup(now, call, 500, "media setup failed");
+                return;
+            }
+        };
+        let codec = plan.format().encoding.sdp_name().to_string();
+        tracing::info!(call = %call, %codec, remote = %plan.remote, "media started");
+        self.config
+            .registry
+            .update(call.as_u64(), |r| r.codec = codec);
         let (media_tx, media_rx) = mpsc::channel(32);
         let task = CallTask {
             call,
@@ -476,18 +577,8 @@ impl Driver {
             registry: self.config.registry.clone(),
         };
         tokio::spawn(task.run());
-        self.calls.insert(
-            call,
-            CallEntry {
-                media: media_tx,
-                payload_type: negotiated.payload_type,
-                dtmf_payload_type: negotiated.dtmf_payload_type,
-                codec: negotiated.codec.clone(),
-                port,
-                sdp_session_id: session_id,
-                sdp_version: 1,
-            },
-        );
+        entry.media = Some(media_tx);
+        entry.plan = Some(plan);
     }
 
     fn local_media(&self, port: u16, session_id: u64, version: u64) -> LocalMedia {
@@ -516,6 +607,10 @@ impl Driver {
         let Some(entry) = self.calls.get_mut(&call) else {
             return self.reject(now, call, 481, &[]);
         };
+        if entry.media.is_none() {
+            // Media never started (a late offer still waiting); nothing to renegotiate.
+            return self.reject(now, call, 500, &[("Retry-After", "1")]);
+        }
         if request.body.is_empty() {
             // RFC 3261 §14.2 allows an INVITE without offer; we would have to offer here.
             return self.reject(
@@ -531,38 +626,34 @@ impl Driver {
         entry.sdp_version += 1;
         let (port, sid, ver) = (entry.port, entry.sdp_session_id, entry.sdp_version);
         let local = self.local_media(port, sid, ver);
-        match sdp::answer(&offer, &local) {
-            Ok((answer, negotiated)) => {
-                if let Some(entry) = self.calls.get_mut(&call) {
-                    let changed = entry.codec != negotiated.codec
-                        || entry.payload_type != negotiated.payload_type
-                        || entry.dtmf_payload_type != negotiated.dtmf_payload_type;
-                    let codec = changed.then(|| {
-                        let format = match negotiated.codec {
-                            Codec::Pcma => AudioFormat::PCMA,
-                            _ => AudioFormat::PCMU,
-                        };
-                        (
-                            format,
-                            negotiated.payload_type,
-                            negotiated.dtmf_payload_type,
-                        )
-                    });
-                    entry.codec = negotiated.codec.clone();
-                    entry.payload_type = negotiated.payload_type;
-                    entry.dtmf_payload_type = negotiated.dtmf_payload_type;
-                    let _ = entry.media.try_send(MediaCmd::Update {
-                        remote: Some(negotiated.remote),
-                        direction: negotiated.direction,
-                        codec,
-                    });
-                }
-                tracing::info!(call = %call, direction = negotiated.direction.as_str(), on_hold = negotiated.on_hold, "re-INVITE answered");
-                if let Err(e) = self.uas.accept(now, call, Bytes::from(answer.to_bytes())) {
-                    tracing::debug!(call = %call, error = %e, "re-INVITE accept refused");
-                }
+        let Ok((answer, negotiated)) = sdp::answer(&offer, &local) else {
+            return self.reject(now, call, 488, &[]);
+        };
+        let plan = MediaPlan::from(&negotiated);
+        if let Some(entry) = self.calls.get_mut(&call) {
+            let changed = entry.plan.as_ref().is_none_or(|p| {
+                p.codec != plan.codec
+                    || p.payload_type != plan.payload_type
+                    || p.dtmf_payload_type != plan.dtmf_payload_type
+            });
+            let codec = changed.then(|| (plan.format(), plan.payload_type, plan.dtmf_payload_type));
+            if let Some(media) = &entry.media {
+                let _ = media.try_send(MediaCmd::Update {
+                    remote: Some(plan.remote),
+                    direction: plan.direction,
+                    codec,
+                });
             }
-            Err(_) => self.reject(now, call, 488, &[]),
+            entry.plan = Some(plan);
+        }
+        tracing::info!(
+            call = %call,
+            direction = negotiated.direction.as_str(),
+            on_hold = negotiated.on_hold,
+            "re-INVITE answered"
+        );
+        if let Err(e) = self.uas.accept(now, call, Bytes::from(answer.to_bytes())) {
+            tracing::debug!(call = %call, error = %e, "re-INVITE accept refused");
         }
     }
 
