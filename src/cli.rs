@@ -67,7 +67,8 @@ pub struct DevArgs {
     /// What answers calls on this node: `echo` plays back what it hears (media tests).
     #[arg(long, value_enum, default_value_t = AppKind::Echo)]
     pub app: AppKind,
-    /// Concurrent calls this node takes; above it, media streams are refused with 503.
+    /// Concurrent calls this node takes (streams and SIP together); above it, media streams
+    /// and SIP INVITEs are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 100)]
     pub max_calls: u32,
     /// SIP address (UDP) the media node answers calls on; port 0 picks a free one.
