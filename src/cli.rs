@@ -67,9 +67,35 @@ pub struct DevArgs {
     /// What answers calls on this node: `echo` plays back what it hears (media tests).
     #[arg(long, value_enum, default_value_t = AppKind::Echo)]
     pub app: AppKind,
-    /// Concurrent calls this node takes; above it, media streams are refused with 503.
+    /// Concurrent calls this node takes (streams and SIP together); above it, media streams
+    /// and SIP INVITEs are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 100)]
     pub max_calls: u32,
+    /// SIP address (UDP) the media node answers calls on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:5060", value_name = "ADDR")]
+    pub sip: SocketAddr,
+    /// UDP port range for RTP, one even port per call.
+    #[arg(long, default_value = "20000-20999", value_name = "LOW-HIGH")]
+    pub rtp_ports: vaani_media::sipnode::ports::PortRange,
+    /// Address advertised in SDP for media (the public IP behind NAT). Default: the SIP
+    /// address's IP.
+    #[arg(long, value_name = "IP")]
+    pub media_address: Option<IpAddr>,
+    /// Networks (CIDR, comma-separated) allowed to send SIP; everyone else gets 403.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128",
+        value_name = "CIDR,..."
+    )]
+    pub sip_allow: Vec<ipnet::IpNet>,
+    /// Seconds without RTP before a SIP call is hung up.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub rtp_timeout: u64,
+    /// Refuse SIP calls that carry no X-Vaani-Call-Id/X-Vaani-Token (the answer webhook adds
+    /// them); without it, allowlisted sources may call directly (sipp, a softphone).
+    #[arg(long)]
+    pub sip_require_token: bool,
     #[command(flatten)]
     pub data: DataArg,
 }

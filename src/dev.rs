@@ -11,6 +11,10 @@ use axum::response::IntoResponse;
 use std::sync::atomic::{AtomicU32, Ordering};
 use vaani_events::Provider;
 use vaani_media::server::{EchoApp, StreamServer};
+use vaani_media::sip::sdp::Codec;
+use vaani_media::sipnode::admission::AdmissionPolicy;
+use vaani_media::sipnode::registry::CallRegistry;
+use vaani_media::sipnode::{SipNode, SipNodeConfig};
 use vaani_store::{MediaNode, ProviderCredentials, Stores, Tenant};
 use vaani_telephony::WebhookRequest;
 use vaani_webhooks::Deps;
@@ -54,6 +58,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let base_url = args
         .public_url
+        .clone()
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{local}"));
     let ws_base = format!(
@@ -65,6 +70,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     // The media node: provider media streams on the same port, answered by the chosen app.
     let active = Arc::new(AtomicU32::new(0));
+    let token_key = deps.media_token_key.clone();
     let streams = Arc::new(StreamServer {
         token_key: deps.media_token_key.clone(),
         require_token: true,
@@ -78,11 +84,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         deps,
         base_url: base_url.clone(),
     });
+    // The media node's SIP side: calls over SIP/RTP, answered by the same app choice.
+    let sip_registry = CallRegistry::default();
+    let sip = start_sip(&args, token_key, active.clone(), sip_registry.clone()).await?;
     let app = vaani_media::server::router(streams)
+        .merge(vaani_media::sipnode::registry::router(sip_registry))
         .merge(axum::Router::new().fallback(serve).with_state(state));
     let heartbeat = tokio::spawn(heartbeat(
         stores.clone(),
         ws_base.clone(),
+        sip.sip_uri(),
         args.max_calls,
         active,
     ));
@@ -98,12 +109,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  media streams:    {ws_base}/{{tenant}}/{{twilio|exotel|plivo|telnyx}} (app: {:?})",
         args.app
     );
+    println!(
+        "  SIP (UDP):        {} (RTP ports {}, media address {}, allow {})",
+        sip.sip_uri(),
+        args.rtp_ports,
+        sip.advertised_addr().ip(),
+        args.sip_allow
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!("  SIP calls:        {base_url}/debug/sip/calls");
     println!("  health:           {base_url}/healthz");
     println!(
         "  demo secrets:     vaani tenant show {DEMO_TENANT} --reveal --data {}",
         dir.display()
     );
-    println!("ready http={local} url={base_url}");
+    println!("ready http={local} sip={} url={base_url}", sip.local_addr());
 
     axum::serve(
         listener,
@@ -113,12 +136,57 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await
     .context("serving HTTP")?;
     heartbeat.abort();
+    // Hang up SIP calls with a BYE before leaving.
+    sip.shutdown(std::time::Duration::from_secs(2)).await;
     // Leave the registry so no answer webhook routes a call here any more.
     if let Err(e) = stores.nodes.remove_node(DEV_NODE).await {
         tracing::warn!(error = %e, "could not remove the node from the registry");
     }
     eprintln!("vaani dev: stopped");
     Ok(())
+}
+
+/// Starts the SIP side of the dev media node. The tenant of SIP calls without an
+/// `X-Vaani-Tenant` header is the demo tenant: the one tenant `vaani dev` serves out of the
+/// box, and the one its answer webhooks issue tokens for.
+async fn start_sip(
+    args: &DevArgs,
+    token_key: Arc<Vec<u8>>,
+    active: Arc<AtomicU32>,
+    registry: CallRegistry,
+) -> anyhow::Result<SipNode> {
+    let media_address = args.media_address.unwrap_or(args.sip.ip());
+    if media_address.is_unspecified() {
+        anyhow::bail!(
+            "--sip {} listens on every address: say which one to advertise with --media-address",
+            args.sip
+        );
+    }
+    let config = SipNodeConfig {
+        bind: args.sip,
+        media_address,
+        rtp_ports: args.rtp_ports,
+        allow: args.sip_allow.clone(),
+        admission: AdmissionPolicy {
+            token_key,
+            default_tenant: Some(DEMO_TENANT.to_string()),
+            require_token: args.sip_require_token,
+        },
+        max_calls: args.max_calls,
+        active,
+        rtp_timeout: std::time::Duration::from_secs(args.rtp_timeout.max(1)),
+        codecs: vec![Codec::Pcmu, Codec::Pcma],
+        app: match args.app {
+            AppKind::Echo => Arc::new(vaani_media::sipnode::app::EchoApp),
+        },
+        registry,
+    };
+    SipNode::start(config).await.with_context(|| {
+        format!(
+            "starting SIP on {} (another SIP server there? pass --sip 127.0.0.1:0 for any free port)",
+            args.sip
+        )
+    })
 }
 
 /// Registry id of the `vaani dev` media node.
@@ -128,14 +196,20 @@ const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 const HEARTBEAT_TTL_SECS: i64 = 30;
 
 /// Keep this node's registry entry fresh so answer webhooks route calls to it.
-async fn heartbeat(stores: Stores, ws_base: String, capacity: u32, active: Arc<AtomicU32>) {
+async fn heartbeat(
+    stores: Stores,
+    ws_base: String,
+    sip_uri: String,
+    capacity: u32,
+    active: Arc<AtomicU32>,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tick.tick().await;
         let now = chrono::Utc::now();
         let node = MediaNode {
             id: DEV_NODE.to_string(),
-            sip_uri: String::new(),
+            sip_uri: sip_uri.clone(),
             ws_url: ws_base.clone(),
             capacity,
             active_calls: active.load(Ordering::Acquire),

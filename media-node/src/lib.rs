@@ -8,10 +8,12 @@
 //! - [`rtp`]: RTP/RTCP packets, the jitter buffer, RFC 4733 DTMF, stream statistics;
 //! - [`streams`]: the providers' media-stream WebSocket protocols (Twilio, Exotel, Plivo, Telnyx);
 //! - [`sip`]: SIP messages, transactions and dialogs;
-//! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app.
+//! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app;
+//! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end.
 
 pub mod codec;
 pub mod rtp;
 pub mod server;
 pub mod sip;
+pub mod sipnode;
 pub mod streams;

@@ -37,7 +37,10 @@ pub fn stdout(o: &Output) -> String {
 
 pub struct Dev {
     pub child: Child,
+    /// The HTTP address (`http=` of the ready line).
     pub addr: String,
+    /// The SIP address (`sip=` of the ready line).
+    pub sip: String,
 }
 
 impl Drop for Dev {
@@ -47,9 +50,24 @@ impl Drop for Dev {
     }
 }
 
+/// `vaani dev` on free ports (HTTP and SIP on port 0), waiting for its ready line.
 pub fn start_dev(data: &str) -> Dev {
+    start_dev_with(data, &[])
+}
+
+/// [`start_dev`] with extra arguments.
+pub fn start_dev_with(data: &str, extra: &[&str]) -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vaani"))
-        .args(["dev", "--http", "127.0.0.1:0", "--data", data])
+        .args([
+            "dev",
+            "--http",
+            "127.0.0.1:0",
+            "--sip",
+            "127.0.0.1:0",
+            "--data",
+            data,
+        ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -61,13 +79,15 @@ pub fn start_dev(data: &str) -> Dev {
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(rest) = line.strip_prefix("ready ") {
-            let addr = rest
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("http="))
-                .expect("ready line names the http address")
-                .to_string();
+            let field = |key: &str| {
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .map(str::to_string)
+            };
+            let addr = field("http=").expect("ready line names the http address");
+            let sip = field("sip=").expect("ready line names the SIP address");
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Dev { child, addr };
+            return Dev { child, addr, sip };
         }
     }
     let _ = child.kill();

@@ -4,7 +4,9 @@
 //! - [`jitter`]: the inbound jitter buffer (reordering, duplicates, loss, SSRC change, wraps);
 //! - [`dtmf`]: RFC 4733 telephone-events, receive and send;
 //! - [`rtcp`]: SR, RR, SDES, BYE and compound packets (RFC 3550 §6);
-//! - [`stats`]: per-source reception statistics (RFC 3550 A.1, A.3, A.8).
+//! - [`stats`]: per-source reception statistics (RFC 3550 A.1, A.3, A.8);
+//! - [`session`]: one call's RTP session: latching, jitter buffer → 16 kHz frames, DTMF both
+//!   ways, the real-time [`session::Pacer`] for sending, the inactivity timeout.
 //!
 //! Nothing here owns a socket or reads a clock: the driver passes the arrival instant of each
 //! datagram and asks for output when [`JitterBuffer::poll_timeout`] or
@@ -18,6 +20,7 @@ pub mod dtmf;
 pub mod jitter;
 pub mod packet;
 pub mod rtcp;
+pub mod session;
 pub mod stats;
 
 pub use dtmf::{DtmfNotice, DtmfReceiver, DtmfSender, TelephoneEvent};

@@ -12,13 +12,18 @@
 //! - [`sdp`]: SDP parse/serialize with a typed audio model, and RFC 3264 offer/answer for
 //!   PCMU/PCMA/G.722/Opus, `telephone-event`, `ptime` and direction (hold).
 //!
-//! Dialogs come next (issue 3).
+//! - [`dialog`]: RFC 3261 §12 dialogs (id, route set, remote target, CSeq rules) and the
+//!   requests built inside them.
+//! - [`uas`]: the user-agent server core on top of the transactions: calls from INVITE to
+//!   BYE, CANCEL, re-INVITE, INFO DTMF, OPTIONS, the trunk allowlist, 2xx retransmission.
 
+pub mod dialog;
 mod grammar;
 pub mod header;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
+pub mod uas;
 pub mod uri;
 
 pub use header::{CSeq, Header, Method, NameAddr, Transport, Via};

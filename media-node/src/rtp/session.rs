@@ -1,0 +1,632 @@
+//! One call's RTP session, sans-IO: inbound packets to 16 kHz PCM frames and key presses,
+//! outbound frames and key presses to packets paced at real time.
+//!
+//! The driver feeds [`RtpSession::receive`] with each datagram of the call's socket and calls
+//! [`RtpSession::handle_timeout`] when [`RtpSession::next_deadline`] comes; it takes
+//! [`MediaEvent`]s from [`RtpSession::poll_event`] and decoded audio from
+//! [`RtpSession::poll_audio`], gives audio to send with
+//! [`RtpSession::send_audio`] and puts what [`RtpSession::poll_transmit`] writes on the wire.
+//!
+//! - **Inbound**: RTP is parsed ([`RtpPacket::parse`]); the negotiated audio payload type goes
+//!   through the [`JitterBuffer`] and [`FrameDecoder`] and a [`Reframer`] into 20 ms
+//!   [`PcmFrame`]s (lost frames come out as silence), the `telephone-event` payload type
+//!   through the [`DtmfReceiver`] into [`MediaEvent::Dtmf`]. RTCP (multiplexed, RFC 5761) is
+//!   counted and otherwise ignored for now.
+//! - **Symmetric RTP** (RFC 4961, "latching"): we send to the address in the peer's SDP until
+//!   the first packet of a negotiated payload type arrives, then to that packet's source for
+//!   the rest of the call, whatever a NAT did to the SDP's address. After latching, packets
+//!   from another IP address are dropped; other ports of the same address are accepted (sipp
+//!   replays its DTMF capture from a different port).
+//! - **Outbound**: the [`Pacer`] ticks every 20 ms of media time against the local clock; each
+//!   tick sends one packet: a DTMF event packet while a key press is being sent (RFC 4733:
+//!   event packets take the place of audio), else the next queued frame encoded, else
+//!   silence (so NATs and the peer's RTP timeout see a live stream). Sequence numbers grow by
+//!   one per packet sent and timestamps by 160 per tick from random starts (RFC 3550 §5.1);
+//!   the first packet, and the first after a gap, carry the marker bit (RFC 3551 §4.1). A
+//!   driver woken late sends the ticks it missed at once, up to
+//!   [`SessionConfig::max_burst`]; beyond that, the missed ticks are skipped (timestamps keep
+//!   following real time).
+//! - **Inactivity**: no RTP for [`SessionConfig::inactivity_timeout`] while the peer is
+//!   supposed to send gives one [`MediaEvent::Timeout`].
+//!
+//! Per-packet work allocates nothing: buffers are sized in [`RtpSession::new`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::dtmf::{DtmfError, DtmfReceiver, DtmfSender, EventPacket};
+use super::jitter::{JitterBuffer, JitterConfig, JitterConfigError, Playout};
+use super::packet::{is_rtcp, RtpHeader, RtpPacket, HEADER_LEN};
+use crate::codec::g711;
+use crate::codec::{AudioFormat, Encoding, FrameDecoder, FrameEncoder, PcmFrame, Reframer};
+use crate::sip::sdp::Direction;
+
+/// How long a key press is sent for by default (RFC 4733 senders typically use 100 ms or more).
+pub const DEFAULT_DTMF_DURATION: Duration = Duration::from_millis(120);
+
+/// The session's settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The negotiated audio format (8 kHz G.711 here).
+    pub format: AudioFormat,
+    pub payload_type: u8,
+    /// The negotiated `telephone-event` payload type, if any.
+    pub dtmf_payload_type: Option<u8>,
+    /// Where the peer's SDP says to send (until latching).
+    pub remote: Option<SocketAddr>,
+    /// Our direction from the offer/answer.
+    pub direction: Direction,
+    pub jitter: JitterConfig,
+    /// `None`: never time out.
+    pub inactivity_timeout: Option<Duration>,
+    pub ssrc: u32,
+    pub initial_sequence: u16,
+    pub initial_timestamp: u32,
+    /// Send silence when nothing is queued (keeps NAT bindings and the peer's timers alive).
+    pub send_silence: bool,
+    /// Most frames waiting to be sent; [`RtpSession::send_audio`] refuses beyond it.
+    pub max_queue: usize,
+    /// Most overdue ticks sent at once after a late wake-up.
+    pub max_burst: u32,
+}
+
+impl SessionConfig {
+    /// G.711 at 20 ms with the default jitter buffer, 30 s inactivity timeout, silence fill,
+    /// a 1 s send queue, and the given identifiers (draw them at random, RFC 3550 §5.1).
+    pub fn g711(
+        format: AudioFormat,
+        payload_type: u8,
+        ssrc: u32,
+        initial_sequence: u16,
+        initial_timestamp: u32,
+    ) -> Self {
+        SessionConfig {
+            format,
+            payload_type,
+            dtmf_payload_type: None,
+            remote: None,
+            direction: Direction::SendRecv,
+            jitter: JitterConfig::default(),
+            inactivity_timeout: Some(Duration::from_secs(30)),
+            ssrc,
+            initial_sequence,
+            initial_timestamp,
+            send_silence: true,
+            max_queue: 50,
+            max_burst: 3,
+        }
+    }
+}
+
+/// Why a session could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("only 8 kHz G.711 is carried over RTP so far")]
+    UnsupportedFormat,
+    #[error(transparent)]
+    Jitter(#[from] JitterConfigError),
+    #[error(transparent)]
+    Dtmf(#[from] DtmfError),
+    #[error("no telephone-event payload type was negotiated")]
+    NoDtmf,
+}
+
+/// What the session noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// A key went down (RFC 4733 event start; for barge-in).
+    DtmfBegan { digit: char },
+    /// A key press ended.
+    Dtmf { digit: char, duration: Duration },
+    /// Latched onto the peer's media source.
+    Latched(SocketAddr),
+    /// No RTP for the inactivity timeout.
+    Timeout,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    pub received: u64,
+    pub audio_received: u64,
+    pub dtmf_packets_received: u64,
+    pub rtcp_received: u64,
+    pub malformed: u64,
+    /// From an address other than the latched one (or a payload type not negotiated before
+    /// latching).
+    pub foreign: u64,
+    pub unknown_payload_type: u64,
+    pub sent: u64,
+    pub dtmf_packets_sent: u64,
+    pub frames_played: u64,
+    pub frames_concealed: u64,
+    /// Ticks skipped after a late wake-up.
+    pub ticks_skipped: u64,
+    /// Frames refused by `send_audio` (queue full).
+    pub send_refused: u64,
+    /// Events dropped because nobody polled them.
+    pub events_dropped: u64,
+    /// Decoded frames dropped because nobody polled them.
+    pub audio_dropped: u64,
+}
+
+/// One tick of the pacer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// The RTP timestamp of the media this tick carries.
+    pub timestamp: u32,
+    /// Ticks dropped just before this one (the driver was too late to send them).
+    pub skipped: u32,
+}
+
+/// Real-time pacing of one outbound stream: a tick every `interval` from `start`, each
+/// advancing the RTP timestamp by `interval` of media clock. Pure: the caller says what time
+/// it is.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    interval: Duration,
+    step: u32,
+    next_at: Instant,
+    timestamp: u32,
+    max_burst: u32,
+}
+
+impl Pacer {
+    /// First tick at `start`. `max_burst` (at least 1) overdue ticks are delivered one by one
+    /// after a late call; more than that are skipped.
+    pub fn new(
+        start: Instant,
+        interval: Duration,
+        clock_rate: u32,
+        initial_timestamp: u32,
+        max_burst: u32,
+    ) -> Self {
+        let step = (interval.as_micros() * u128::from(clock_rate) / 1_000_000) as u32;
+        Pacer {
+            interval,
+            step,
+            next_at: start,
+            timestamp: initial_timestamp,
+            max_burst: max_burst.max(1),
+        }
+    }
+
+    /// When the next tick is due.
+    pub fn next_at(&self) -> Instant {
+        self.next_at
+    }
+
+    /// Timestamp units per tick.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    /// The next due tick, if one is due at `now`.
+    pub fn tick(&mut self, now: Instant) -> Option<Tick> {
+        if now < self.next_at {
+            return None;
+        }
+        let behind = now.duration_since(self.next_at).as_nanos() / self.interval.as_nanos().max(1);
+        let mut skipped = 0;
+        if behind >= u128::from(self.max_burst) {
+            // Keep the last `max_burst - 1` overdue ticks plus the current one.
+            let skip = (behind - u128::from(self.max_burst) + 1).min(u128::from(u32::MAX)) as u32;
+            self.next_at += self.interval * skip;
+            self.timestamp = self.timestamp.wrapping_add(self.step.wrapping_mul(skip));
+            skipped = skip;
+        }
+        let tick = Tick {
+            timestamp: self.timestamp,
+            skipped,
+        };
+        self.next_at += self.interval;
+        self.timestamp = self.timestamp.wrapping_add(self.step);
+        Some(tick)
+    }
+}
+
+/// A packet [`RtpSession::poll_transmit`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub len: usize,
+}
+
+/// The RTP session of one call. See the module docs.
+#[derive(Debug)]
+pub struct RtpSession {
+    config: SessionConfig,
+    jitter: JitterBuffer,
+    decoder: FrameDecoder,
+    encoder: FrameEncoder,
+    reframer: Reframer,
+    dtmf_rx: DtmfReceiver,
+    dtmf_tx: DtmfSender,
+    pacer: Pacer,
+    sequence: u16,
+    /// The next packet starts a talkspurt (marker bit).
+    marker: bool,
+    latched: Option<SocketAddr>,
+    last_rx: Instant,
+    timed_out: bool,
+    send_queue: VecDeque<PcmFrame>,
+    /// A key press waiting for the next tick, then its packets.
+    dtmf_pending: Option<(char, Duration)>,
+    dtmf_packets: VecDeque<EventPacket>,
+    events: VecDeque<MediaEvent>,
+    /// Decoded 20 ms frames waiting for [`RtpSession::poll_audio`].
+    audio: VecDeque<PcmFrame>,
+    decoded: Box<[i16]>,
+    payload: Box<[u8]>,
+    silence: Box<[u8]>,
+    counters: SessionCounters,
+}
+
+/// Most events held for the driver before the oldest are dropped.
+const MAX_EVENTS: usize = 256;
+/// Most decoded frames held for the driver (320 ms) before the oldest are dropped.
+const MAX_AUDIO: usize = 16;
+
+impl RtpSession {
+    /// A session whose clock starts at `now` (first packet sent at `now`).
+    pub fn new(now: Instant, config: SessionConfig) -> Result<Self, SessionError> {
+        if !matches!(config.format.encoding, Encoding::Pcmu | Encoding::Pcma)
+            || config.format.rate.hz() != 8000
+        {
+            return Err(SessionError::UnsupportedFormat);
+        }
+        let mut jcfg = config.jitter;
+        jcfg.clock_rate = config.format.rate.hz();
+        let jitter = JitterBuffer::new(jcfg)?;
+        let decoder = FrameDecoder::new(config.format);
+        let encoder = FrameEncoder::new(config.format);
+        let decoded = vec![0i16; decoder.output_len(jcfg.max_payload) + 16].into_boxed_slice();
+        let frame_bytes = encoder.output_len(crate::codec::FRAME_SAMPLES);
+        let payload = vec![0u8; frame_bytes.max(4)].into_boxed_slice();
+        let silent = match config.format.encoding {
+            Encoding::Pcma => g711::linear_to_alaw(0),
+            _ => g711::linear_to_ulaw(0),
+        };
+        let silence = vec![silent; frame_bytes].into_boxed_slice();
+        let interval = Duration::from_millis(u64::from(crate::codec::FRAME_MS));
+        let dtmf_tx = DtmfSender::new(config.format.rate.hz(), interval, 10)?;
+        let pacer = Pacer::new(
+            now,
+            interval,
+            config.format.rate.hz(),
+            config.initial_timestamp,
+            config.max_burst,
+        );
+        Ok(RtpSession {
+            jitter,
+            decoder,
+            encoder,
+            reframer: Reframer::new(),
+            dtmf_rx: DtmfReceiver::new(Duration::from_millis(500)),
+            dtmf_tx,
+            pacer,
+            sequence: config.initial_sequence,
+            marker: true,
+            latched: None,
+            last_rx: now,
+            timed_out: false,
+            send_queue: VecDeque::with_capacity(config.max_queue),
+            dtmf_pending: None,
+            dtmf_packets: VecDeque::new(),
+            events: VecDeque::with_capacity(16),
+            audio: VecDeque::with_capacity(MAX_AUDIO),
+            decoded,
+            payload,
+            silence,
+            counters: SessionCounters::default(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> SessionCounters {
+        self.counters
+    }
+
+    pub fn jitter(&self) -> &JitterBuffer {
+        &self.jitter
+    }
+
+    /// The address packets go to now: the latched source, else the SDP's.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.latched
+            .or(self.config.remote)
+            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+    }
+
+    pub fn latched(&self) -> Option<SocketAddr> {
+        self.latched
+    }
+
+    /// Frames queued for sending.
+    pub fn queued(&self) -> usize {
+        self.send_queue.len()
+    }
+
+    fn push_event(&mut self, e: MediaEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+            self.counters.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    /// A re-negotiation (re-INVITE): new direction and, if it changed, the SDP's address (which
+    /// also drops the latch, to learn the new source). The inactivity timer restarts.
+    pub fn update(&mut self, now: Instant, remote: Option<SocketAddr>, direction: Direction) {
+        let usable = remote.filter(|a| a.port() != 0 && !a.ip().is_unspecified());
+        if usable.is_some() && usable != self.config.remote {
+            self.config.remote = usable;
+            self.latched = None;
+        }
+        if !direction.sends() {
+            self.send_queue.clear();
+        }
+        if direction.sends() && !self.config.direction.sends() {
+            self.marker = true;
+        }
+        self.config.direction = direction;
+        self.last_rx = now;
+        self.timed_out = false;
+    }
+
+    /// One datagram from the call's socket.
+    pub fn receive(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
+        if is_rtcp(datagram) {
+            self.counters.rtcp_received += 1;
+            return;
+        }
+        let Ok(packet) = RtpPacket::parse(datagram) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        let pt = packet.payload_type;
+        let negotiated =
+            pt == self.config.payload_type || Some(pt) == self.config.dtmf_payload_type;
+        match self.latched {
+            None if negotiated && from.port() != 0 => {
+                self.latched = Some(from);
+                self.push_event(MediaEvent::Latched(from));
+            }
+            None => {
+                self.counters.foreign += 1;
+                return;
+            }
+            Some(l) if l.ip() != from.ip() => {
+                self.counters.foreign += 1;
+                return;
+            }
+            Some(_) => {}
+        }
+        self.counters.received += 1;
+        if !negotiated {
+            self.counters.unknown_payload_type += 1;
+            return;
+        }
+        self.last_rx = now;
+        if !self.config.direction.receives() {
+            return;
+        }
+        if Some(pt) == self.config.dtmf_payload_type {
+            self.counters.dtmf_packets_received += 1;
+            if let Ok(notices) = self.dtmf_rx.push(now, &packet.header(), packet.payload) {
+                for n in notices {
+                    self.on_dtmf_notice(n);
+                }
+            }
+        } else {
+            self.counters.audio_received += 1;
+            self.jitter.push(now, &packet);
+        }
+    }
+
+    fn on_dtmf_notice(&mut self, n: super::dtmf::DtmfNotice) {
+        use super::dtmf::DtmfNotice;
+        let Some(digit) = n.digit() else {
+            return;
+        };
+        let e = match n {
+            DtmfNotice::Began { .. } => MediaEvent::DtmfBegan { digit },
+            DtmfNotice::Ended { duration, .. } => MediaEvent::Dtmf {
+                digit,
+                duration: Duration::from_micros(
+                    u64::from(duration) * 1_000_000 / u64::from(self.config.format.rate.hz()),
+                ),
+            },
+        };
+        self.push_event(e);
+    }
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) or
+    /// [`poll_transmit`](Self::poll_transmit) has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut t = self.jitter.poll_timeout();
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                t = Some(t.map_or(d, |x| x.min(d)));
+            }
+        };
+        consider(self.dtmf_rx.poll_timeout());
+        if let (Some(limit), false, true) = (
+            self.config.inactivity_timeout,
+            self.timed_out,
+            self.config.direction.receives(),
+        ) {
+            consider(Some(self.last_rx + limit));
+        }
+        if self.config.direction.sends() {
+            consider(Some(self.pacer.next_at()));
+        }
+        t
+    }
+
+    /// Plays out what is due: decoded frames, key-press timeouts, the inactivity timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.play_out(now);
+        if let Some(n) = self.dtmf_rx.poll(now) {
+            self.on_dtmf_notice(n);
+        }
+        if let Some(limit) = self.config.inactivity_timeout {
+            if !self.timed_out
+                && self.config.direction.receives()
+                && now.saturating_duration_since(self.last_rx) >= limit
+            {
+                self.timed_out = true;
+                self.push_event(MediaEvent::Timeout);
+            }
+        }
+    }
+
+    fn play_out(&mut self, now: Instant) {
+        let rate_ratio = crate::codec::INTERNAL_RATE.hz() / self.config.format.rate.hz().max(1);
+        loop {
+            let samples = match self.jitter.pop(now) {
+                Playout::Frame(f) => {
+                    self.counters.frames_played += 1;
+                    self.decoder
+                        .decode(f.payload, &mut self.decoded)
+                        .unwrap_or(0)
+                }
+                Playout::Missing { duration, .. } => {
+                    self.counters.frames_concealed += 1;
+                    let n = (duration as usize * rate_ratio as usize).min(self.decoded.len());
+                    self.decoded[..n].fill(0);
+                    n
+                }
+                Playout::NotYet { .. } => break,
+            };
+            let audio = &mut self.audio;
+            let counters = &mut self.counters;
+            self.reframer.push(&self.decoded[..samples], |frame| {
+                if audio.len() >= MAX_AUDIO {
+                    audio.pop_front();
+                    counters.audio_dropped += 1;
+                }
+                audio.push_back(frame.clone());
+            });
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next 20 ms of the peer's audio at 16 kHz (silence where packets were lost).
+    pub fn poll_audio(&mut self) -> Option<PcmFrame> {
+        self.audio.pop_front()
+    }
+
+    /// Queues a 20 ms frame to send; `false` (and dropped) when the queue is full or we may
+    /// not send (hold).
+    pub fn send_audio(&mut self, frame: &PcmFrame) -> bool {
+        if self.send_queue.len() >= self.config.max_queue || !self.config.direction.sends() {
+            self.counters.send_refused += 1;
+            return false;
+        }
+        self.send_queue.push_back(frame.clone());
+        true
+    }
+
+    /// Drops everything queued (barge-in).
+    pub fn clear_audio(&mut self) {
+        self.send_queue.clear();
+    }
+
+    /// Sends key `digit` for `duration` as RFC 4733 events, starting at the next tick. A press
+    /// still being sent is finished first.
+    pub fn send_dtmf(&mut self, digit: char, duration: Duration) -> Result<(), SessionError> {
+        if self.config.dtmf_payload_type.is_none() {
+            return Err(SessionError::NoDtmf);
+        }
+        // Validate now, plan at the tick that starts it.
+        let _ = self.dtmf_tx.plan(digit, duration, 0)?;
+        self.dtmf_pending = Some((digit, duration));
+        Ok(())
+    }
+
+    /// Writes the next due packet into `out` (room for a header and a 20 ms payload: 1500
+    /// bytes is plenty) and says where it goes; `None` when nothing is due. Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        loop {
+            let tick = self.pacer.tick(now)?;
+            if tick.skipped > 0 {
+                self.counters.ticks_skipped += u64::from(tick.skipped);
+                self.marker = true;
+            }
+            if let Some(t) = self.on_tick(tick, out) {
+                return Some(t);
+            }
+        }
+    }
+
+    /// What one tick sends.
+    fn on_tick(&mut self, tick: Tick, out: &mut [u8]) -> Option<Transmit> {
+        let sends = self.config.direction.sends();
+        // Every tick consumes the frame of its 20 ms, sent or not, so latency stays put.
+        let frame = self.send_queue.pop_front();
+        if !sends {
+            self.marker = true;
+            return None;
+        }
+        if self.dtmf_packets.is_empty() {
+            if let Some((digit, duration)) = self.dtmf_pending.take() {
+                if let Ok(plan) = self.dtmf_tx.plan(digit, duration, tick.timestamp) {
+                    self.dtmf_packets.extend(plan);
+                }
+            }
+        }
+        let Some(to) = self.destination() else {
+            // Nowhere to send yet: keep the timeline; the next packet starts a talkspurt.
+            self.dtmf_packets.pop_front();
+            self.marker = true;
+            return None;
+        };
+        if let Some(ev) = self.dtmf_packets.pop_front() {
+            let pt = self.config.dtmf_payload_type.unwrap_or(101);
+            let header = ev.header(self.config.ssrc, pt, self.sequence);
+            let len = header.write(&ev.event.to_bytes(), out).ok()?;
+            self.sequence = self.sequence.wrapping_add(1);
+            self.counters.sent += 1;
+            self.counters.dtmf_packets_sent += 1;
+            // The audio after an event starts a new talkspurt.
+            self.marker = true;
+            return Some(Transmit { to, len });
+        }
+        let payload: &[u8] = match &frame {
+            Some(f) => match self.encoder.encode(&f.samples, &mut self.payload) {
+                Ok(n) => &self.payload[..n],
+                Err(_) => &self.silence,
+            },
+            None if self.config.send_silence => &self.silence,
+            None => {
+                self.marker = true;
+                return None;
+            }
+        };
+        let header = RtpHeader {
+            marker: self.marker,
+            payload_type: self.config.payload_type,
+            sequence: self.sequence,
+            timestamp: tick.timestamp,
+            ssrc: self.config.ssrc,
+        };
+        if out.len() < HEADER_LEN + payload.len() {
+            return None;
+        }
+        let len = header.write(payload, out).ok()?;
+        self.sequence = self.sequence.wrapping_add(1);
+        self.marker = false;
+        self.counters.sent += 1;
+        Some(Transmit { to, len })
+    }
+}

@@ -1,0 +1,215 @@
+//! Who may place a call: the call context an INVITE carries and the check of its token.
+//!
+//! The answer webhook connects a provider's call to a node with the `X-Vaani-Call-Id` and
+//! `X-Vaani-Token` headers (`vaani_core::answer`); the token is an HMAC over
+//! `(tenant, call id, expiry)` with the key the webhook and node share
+//! (`vaani_core::token`). The tenant comes from an `X-Vaani-Tenant` header when the INVITE
+//! has one, else from the node's default tenant (`demo` under `vaani dev`). A forged tenant
+//! header gains nothing: the token only verifies for the tenant it was issued to.
+//!
+//! INVITEs without these headers are calls straight from a trunk (or sipp): admitted when the
+//! node does not require tokens, since the source allowlist already vouched for the sender.
+//! Half a pair (call id without token or the reverse) is refused.
+
+use chrono::{DateTime, Utc};
+use vaani_core::answer::{CALL_ID_HEADER, TOKEN_HEADER};
+use vaani_core::token::TokenError;
+
+use crate::sip::message::Headers;
+
+/// The header naming the tenant a call belongs to.
+pub const TENANT_HEADER: &str = "X-Vaani-Tenant";
+
+/// Longest call id / token / tenant accepted (they are short; longer is an attack).
+const MAX_ID_LEN: usize = 128;
+const MAX_TOKEN_LEN: usize = 256;
+
+/// What the node checks.
+#[derive(Debug, Clone)]
+pub struct AdmissionPolicy {
+    /// The media token key shared with the answer webhook.
+    pub token_key: std::sync::Arc<Vec<u8>>,
+    /// Tenant for INVITEs without `X-Vaani-Tenant`.
+    pub default_tenant: Option<String>,
+    /// Refuse INVITEs that carry no token.
+    pub require_token: bool,
+}
+
+/// Who the call is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallContext {
+    pub tenant: Option<String>,
+    /// Our call id, when the answer webhook sent the call here.
+    pub call_id: Option<String>,
+}
+
+/// Why a call was refused (all answered `403`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no media token")]
+    MissingToken,
+    #[error("call id and token must come together")]
+    Incomplete,
+    #[error("no tenant for the call")]
+    NoTenant,
+    #[error("malformed call context header")]
+    Malformed,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+fn valid_id(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
+}
+
+fn valid_tenant(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl AdmissionPolicy {
+    /// Checks an INVITE's call context at wall-clock time `now`.
+    pub fn admit(&self, headers: &Headers, now: DateTime<Utc>) -> Result<CallContext, Refusal> {
+        let call_id = headers.get(CALL_ID_HEADER).map(str::trim);
+        let token = headers.get(TOKEN_HEADER).map(str::trim);
+        let tenant = match headers.get(TENANT_HEADER).map(str::trim) {
+            Some(t) if !valid_tenant(t) => return Err(Refusal::Malformed),
+            Some(t) => Some(t.to_string()),
+            None => self.default_tenant.clone(),
+        };
+        match (call_id, token) {
+            (None, None) if self.require_token => Err(Refusal::MissingToken),
+            (None, None) => Ok(CallContext {
+                tenant,
+                call_id: None,
+            }),
+            (Some(call_id), Some(token)) => {
+                if !valid_id(call_id, MAX_ID_LEN) || token.len() > MAX_TOKEN_LEN {
+                    return Err(Refusal::Malformed);
+                }
+                let tenant = tenant.ok_or(Refusal::NoTenant)?;
+                vaani_core::token::verify(&self.token_key, token, &tenant, call_id, now)?;
+                Ok(CallContext {
+                    tenant: Some(tenant),
+                    call_id: Some(call_id.to_string()),
+                })
+            }
+            _ => Err(Refusal::Incomplete),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::sip::message::SipMessage;
+    use std::sync::Arc;
+
+    fn headers(extra: &str) -> Headers {
+        let text = format!(
+            "INVITE sip:vaani@127.0.0.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\n\
+             From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:vaani@127.0.0.1>\r\n\
+             Call-ID: x\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse(text.as_bytes())
+            .unwrap()
+            .headers()
+            .clone()
+    }
+
+    fn policy(require: bool) -> AdmissionPolicy {
+        AdmissionPolicy {
+            token_key: Arc::new(b"key".to_vec()),
+            default_tenant: Some("demo".into()),
+            require_token: require,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn tokens() {
+        let tok = vaani_core::token::issue(b"key", "demo", "c-1", now(), 300);
+        let ok = policy(true)
+            .admit(
+                &headers(&format!("X-Vaani-Call-Id: c-1\r\nX-Vaani-Token: {tok}\r\n")),
+                now(),
+            )
+            .unwrap();
+        assert_eq!(ok.call_id.as_deref(), Some("c-1"));
+        assert_eq!(ok.tenant.as_deref(), Some("demo"));
+        // Another call id, another tenant, a wrong key, expiry: refused.
+        let h = headers(&format!("X-Vaani-Call-Id: c-2\r\nX-Vaani-Token: {tok}\r\n"));
+        assert!(matches!(
+            policy(false).admit(&h, now()),
+            Err(Refusal::Token(_))
+        ));
+        let h = headers(&format!(
+            "X-Vaani-Call-Id: c-1\r\nX-Vaani-Token: {tok}\r\nX-Vaani-Tenant: acme\r\n"
+        ));
+        assert!(matches!(
+            policy(false).admit(&h, now()),
+            Err(Refusal::Token(_))
+        ));
+        let h = headers(&format!("X-Vaani-Call-Id: c-1\r\nX-Vaani-Token: {tok}\r\n"));
+        let later = now() + chrono::Duration::seconds(301);
+        assert_eq!(
+            policy(false).admit(&h, later),
+            Err(Refusal::Token(TokenError::Expired))
+        );
+        // The tenant header names the tenant the token is for.
+        let tok = vaani_core::token::issue(b"key", "acme", "c-3", now(), 300);
+        let h = headers(&format!(
+            "X-Vaani-Call-Id: c-3\r\nX-Vaani-Token: {tok}\r\nX-Vaani-Tenant: acme\r\n"
+        ));
+        assert_eq!(
+            policy(true).admit(&h, now()).unwrap().tenant.as_deref(),
+            Some("acme")
+        );
+    }
+
+    #[test]
+    fn missing_and_partial() {
+        assert_eq!(
+            policy(true).admit(&headers(""), now()),
+            Err(Refusal::MissingToken)
+        );
+        assert_eq!(
+            policy(false).admit(&headers(""), now()).unwrap(),
+            CallContext {
+                tenant: Some("demo".into()),
+                call_id: None
+            }
+        );
+        assert_eq!(
+            policy(false).admit(&headers("X-Vaani-Call-Id: c\r\n"), now()),
+            Err(Refusal::Incomplete)
+        );
+        assert_eq!(
+            policy(false).admit(&headers("X-Vaani-Token: v1.1.x\r\n"), now()),
+            Err(Refusal::Incomplete)
+        );
+        assert_eq!(
+            policy(false).admit(&headers("X-Vaani-Tenant: a b\r\n"), now()),
+            Err(Refusal::Malformed)
+        );
+        let mut p = policy(false);
+        p.default_tenant = None;
+        assert_eq!(
+            p.admit(
+                &headers("X-Vaani-Call-Id: c\r\nX-Vaani-Token: v1.1.x\r\n"),
+                now()
+            ),
+            Err(Refusal::NoTenant)
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! What answers a SIP call's audio: the echo app now, the AI pipeline later. Sans-IO: the
+//! call driver hands each 20 ms frame and key press in, and carries out the returned actions.
+
+use crate::codec::PcmFrame;
+
+/// Facts about a call the app may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    /// Our call id, when the answer webhook sent the call (`X-Vaani-Call-Id`).
+    pub call_id: Option<String>,
+    pub tenant: Option<String>,
+    /// The SIP Call-ID (for logs).
+    pub sip_call_id: String,
+}
+
+/// Makes one handler per call.
+pub trait SipApp: Send + Sync + 'static {
+    fn start(&self, info: &CallInfo) -> Box<dyn SipCall>;
+}
+
+/// One call's audio logic.
+pub trait SipCall: Send {
+    /// 20 ms of the caller's audio at 16 kHz.
+    fn on_audio(&mut self, frame: &PcmFrame, actions: &mut Vec<AppAction>);
+    /// A key press (RFC 4733 or SIP INFO).
+    fn on_dtmf(&mut self, digit: char, actions: &mut Vec<AppAction>);
+}
+
+/// What an app asks of the call driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppAction {
+    /// Queue 20 ms of audio (16 kHz) to play.
+    Play(Box<PcmFrame>),
+    /// Drop queued audio (barge-in).
+    Clear,
+    /// Send a key press to the caller (RFC 4733).
+    SendDtmf(char),
+    /// End the call with this reason text.
+    Hangup(String),
+}
+
+/// `--app echo`: plays back what it hears (after the jitter buffer's delay) and sends every
+/// key press back as RFC 4733; `0` also clears what is queued, like the stream echo app.
+pub struct EchoApp;
+
+impl SipApp for EchoApp {
+    fn start(&self, _info: &CallInfo) -> Box<dyn SipCall> {
+        Box::new(Echo)
+    }
+}
+
+struct Echo;
+
+impl SipCall for Echo {
+    fn on_audio(&mut self, frame: &PcmFrame, actions: &mut Vec<AppAction>) {
+        actions.push(AppAction::Play(Box::new(frame.clone())));
+    }
+
+    fn on_dtmf(&mut self, digit: char, actions: &mut Vec<AppAction>) {
+        if digit == '0' {
+            actions.push(AppAction::Clear);
+        }
+        actions.push(AppAction::SendDtmf(digit));
+    }
+}

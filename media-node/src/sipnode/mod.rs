@@ -1,0 +1,673 @@
+//! The SIP side of the media node: the driver that owns the SIP socket, the calls' RTP sockets
+//! and their timers (DESIGN.md §3.1), around the sans-IO cores [`crate::sip::uas::Uas`] and
+//! [`crate::rtp::session::RtpSession`].
+//!
+//! One task runs the UAS: it reads datagrams from the SIP socket, feeds them to the core, sends
+//! what the core asks, sleeps until the core's next deadline, and decides about new calls:
+//! capacity (`503` + `Retry-After` above `max_calls`), the call context and token
+//! ([`admission`], `403` when bad), the SDP offer (`488` when nothing in common, `400` when
+//! unreadable), an RTP port ([`ports`], `503` when none is free). An accepted call gets a
+//! media task ([`call`]) with its own socket; the SIP task tells it about re-INVITEs, INFO key
+//! presses and the end of the call, and it asks the SIP task to hang up on RTP timeout.
+//!
+//! Start it with [`SipNode::start`]; [`SipNode::shutdown`] hangs every call up (BYE, reason
+//! "node shutting down") and stops.
+
+pub mod admission;
+pub mod app;
+mod call;
+pub mod ports;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::AudioFormat;
+use crate::rtp::session::{RtpSession, SessionConfig};
+use crate::sip::sdp::{self, Codec, Direction, LocalMedia, SdpError, SessionDescription};
+use crate::sip::transaction::Timers;
+use crate::sip::uas::{CallHandle, EndReason, Uas, UasConfig, UasEvent, UasOutput};
+use crate::sip::{Host, Request, SipUri};
+
+use admission::AdmissionPolicy;
+use app::{CallInfo, SipApp};
+use call::{CallTask, MediaCmd};
+use ports::{PortPool, PortRange};
+use registry::{CallRecord, CallRegistry};
+
+/// The `Server` / `User-Agent` value.
+const SERVER: &str = "vaani";
+
+/// Settings of the SIP node.
+pub struct SipNodeConfig {
+    /// Where SIP listens (UDP).
+    pub bind: SocketAddr,
+    /// The address advertised in SDP and, when `bind` is a wildcard, in Contact.
+    pub media_address: IpAddr,
+    pub rtp_ports: PortRange,
+    /// Sources allowed to send SIP; others get `403`.
+    pub allow: Vec<IpNet>,
+    pub admission: AdmissionPolicy,
+    /// Calls (SIP and streams together, through `active`) above which INVITEs get `503`.
+    pub max_calls: u32,
+    pub active: Arc<AtomicU32>,
+    /// No RTP for this long ends the call with BYE.
+    pub rtp_timeout: Duration,
+    /// Codecs offered/accepted, in our order of preference (G.711 only so far).
+    pub codecs: Vec<Codec>,
+    pub app: Arc<dyn SipApp>,
+    pub registry: CallRegistry,
+}
+
+/// Why the node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding SIP to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the SIP address {0} is a wildcard: give the address to advertise")]
+    Wildcard(IpAddr),
+    #[error("no codec the node can carry over RTP (PCMU/PCMA)")]
+    NoCodec,
+}
+
+/// What call tasks ask of the SIP task.
+#[derive(Debug)]
+pub(crate) enum SipCmd {
+    Hangup {
+        call: CallHandle,
+        cause: u16,
+        text: String,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A running SIP node.
+pub struct SipNode {
+    local: SocketAddr,
+    advertised: SocketAddr,
+    registry: CallRegistry,
+    commands: mpsc::Sender<SipCmd>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SipNode {
+    /// Binds the SIP socket and starts the SIP task.
+    pub async fn start(config: SipNodeConfig) -> Result<SipNode, StartError> {
+        if !config
+            .codecs
+            .iter()
+            .any(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+        {
+            return Err(StartError::NoCodec);
+        }
+        let socket = UdpSocket::bind(config.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local = socket.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let host_ip = if local.ip().is_unspecified() {
+            if config.media_address.is_unspecified() {
+                return Err(StartError::Wildcard(local.ip()));
+            }
+            config.media_address
+        } else {
+            local.ip()
+        };
+        let advertised = SocketAddr::new(host_ip, local.port());
+        let mut contact = SipUri::new(match host_ip {
+            IpAddr::V4(a) => Host::V4(a),
+            IpAddr::V6(a) => Host::V6(a),
+        });
+        contact.user = Some("vaani".into());
+        contact.port = Some(local.port());
+        let timers = Timers {
+            // Answer every INVITE with 100 Trying at once: it stops the caller's INVITE
+            // retransmissions even while a slow admission check runs.
+            trying_delay: Duration::ZERO,
+            ..Timers::default()
+        };
+        let uas = Uas::new(UasConfig {
+            contact,
+            allow: config.allow.clone(),
+            timers,
+            seed: random_u64(),
+            server: SERVER.into(),
+        });
+        let (tx, rx) = mpsc::channel(256);
+        let registry = config.registry.clone();
+        let rtp_ip = if local.ip().is_unspecified() {
+            local.ip()
+        } else {
+            host_ip
+        };
+        let driver = Driver {
+            socket,
+            uas,
+            pool: PortPool::new(rtp_ip, config.rtp_ports),
+            calls: HashMap::new(),
+            commands: rx,
+            self_tx: tx.clone(),
+            config,
+            shutdown: None,
+        };
+        let task = tokio::spawn(driver.run());
+        tracing::info!(sip = %local, %advertised, "SIP listening");
+        Ok(SipNode {
+            local,
+            advertised,
+            registry,
+            commands: tx,
+            task,
+        })
+    }
+
+    /// The bound SIP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The address in our Contact (and the node's `sip_uri`).
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.advertised
+    }
+
+    /// `sip:vaani@<advertised>` for the node registry.
+    pub fn sip_uri(&self) -> String {
+        format!("sip:vaani@{}", self.advertised)
+    }
+
+    pub fn registry(&self) -> &CallRegistry {
+        &self.registry
+    }
+
+    /// Hangs every call up and stops, waiting at most `grace` for the BYEs to be answered.
+    pub async fn shutdown(self, grace: Duration) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.commands.send(SipCmd::Shutdown(done_tx)).await.is_ok() {
+            let _ = tokio::time::timeout(grace, done_rx).await;
+        }
+        self.task.abort();
+    }
+}
+
+/// OS randomness without a new dependency: std's hasher keys are drawn from the OS.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// What the offer/answer settled for a call's audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MediaPlan {
+    codec: Codec,
+    payload_type: u8,
+    dtmf_payload_type: Option<u8>,
+    remote: SocketAddr,
+    direction: Direction,
+}
+
+impl From<&sdp::Negotiated> for MediaPlan {
+    fn from(n: &sdp::Negotiated) -> Self {
+        MediaPlan {
+            codec: n.codec.clone(),
+            payload_type: n.payload_type,
+            dtmf_payload_type: n.dtmf_payload_type,
+            remote: n.remote,
+            direction: n.direction,
+        }
+    }
+}
+
+impl MediaPlan {
+    fn format(&self) -> AudioFormat {
+        match self.codec {
+            Codec::Pcma => AudioFormat::PCMA,
+            _ => AudioFormat::PCMU,
+        }
+    }
+}
+
+/// Reads the answer to our offer (a late offer's answer comes in the ACK, RFC 3264 §6): the
+/// first audio stream the peer kept, the first of its codecs we carry (it may only list what
+/// we offered), its `telephone-event` type, and our direction as the answer allows it.
+fn plan_from_answer(answer: &SessionDescription) -> Result<MediaPlan, SdpError> {
+    for (i, m) in answer.media.iter().enumerate() {
+        if m.port == 0 || !m.is_rtp_audio() {
+            continue;
+        }
+        let codecs = m.codecs();
+        let Some((pt, codec, _)) = codecs
+            .iter()
+            .find(|(_, c, rate)| matches!(c, Codec::Pcmu | Codec::Pcma) && *rate == 8000)
+            .cloned()
+        else {
+            return Err(SdpError::NoCommonCodec);
+        };
+        let dtmf = codecs
+            .iter()
+            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == 8000)
+            .map(|(pt, _, _)| *pt);
+        let remote = answer.media_address(i).ok_or(SdpError::NoAddress)?;
+        return Ok(MediaPlan {
+            codec,
+            payload_type: pt,
+            dtmf_payload_type: dtmf,
+            remote,
+            direction: answer.media_direction(i).reversed(),
+        });
+    }
+    Err(SdpError::NoAudio)
+}
+
+/// What the SIP task keeps per accepted call.
+struct CallEntry {
+    /// The media task's commands (`None` until media starts: a late offer waits for the ACK).
+    media: Option<mpsc::Sender<MediaCmd>>,
+    /// What media runs with now.
+    plan: Option<MediaPlan>,
+    /// The RTP socket and call facts until media starts.
+    waiting: Option<(std::net::UdpSocket, CallInfo)>,
+    port: u16,
+    sdp_session_id: u64,
+    sdp_version: u64,
+}
+
+struct Driver {
+    socket: UdpSocket,
+    uas: Uas,
+    pool: PortPool,
+    calls: HashMap<CallHandle, CallEntry>,
+    commands: mpsc::Receiver<SipCmd>,
+    self_tx: mpsc::Sender<SipCmd>,
+    config: SipNodeConfig,
+    /// Set once shutting down: told when the last call's state is gone.
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            self.flush().await;
+            if self.shutdown.is_some() && self.uas.calls_held() == 0 {
+                if let Some(done) = self.shutdown.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
+            let sleep = self
+                .uas
+                .next_deadline()
+                .map(|d| tokio::time::sleep_until(tokio::time::Instant::from_std(d)));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.uas.receive(Instant::now(), &buf[..n], from),
+                    Err(e) => tracing::debug!(error = %e, "SIP receive failed"),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(SipCmd::Hangup { call, cause, text }) => {
+                        let _ = self.uas.hangup(Instant::now(), call, cause, &text);
+                    }
+                    Some(SipCmd::Shutdown(done)) => {
+                        tracing::info!(calls = self.uas.active_calls(), "SIP shutting down: hanging up every call");
+                        self.uas.hangup_all(Instant::now(), 503, "node shutting down");
+                        self.shutdown = Some(done);
+                    }
+                    None => return,
+                },
+                () = async { match sleep { Some(s) => s.await, None => std::future::pending().await } } => {
+                    self.uas.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Sends what the core produced and acts on its events, until it is quiet.
+    async fn flush(&mut self) {
+        while let Some(out) = self.uas.poll_output() {
+            match out {
+                UasOutput::Transmit { to, data } => {
+                    if let Err(e) = self.socket.send_to(&data, to).await {
+                        tracing::debug!(%to, error = %e, "SIP send failed");
+                    }
+                }
+                UasOutput::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: UasEvent) {
+        let now = Instant::now();
+        match event {
+            UasEvent::Incoming {
+                call,
+                invite,
+                source,
+            } => self.on_incoming(now, call, &invite, source),
+            UasEvent::Confirmed { call, body } => self.on_confirmed(now, call, &body),
+            UasEvent::Reinvite { call, request } => self.on_reinvite(now, call, &request),
+            UasEvent::InfoDtmf { call, digit, .. } => {
+                tracing::info!(call = %call, %digit, "DTMF (SIP INFO)");
+                if let Some(media) = self.calls.get(&call).and_then(|e| e.media.as_ref()) {
+                    let _ = media.try_send(MediaCmd::Dtmf(digit));
+                }
+            }
+            UasEvent::Ended { call, reason } => self.on_ended(call, &reason),
+        }
+    }
+
+    fn reject(&mut self, now: Instant, call: CallHandle, status: u16, extra: &[(&str, &str)]) {
+        if let Err(e) = self.uas.reject(now, call, status, extra) {
+            tracing::debug!(call = %call, error = %e, "reject refused");
+        }
+    }
+
+    fn on_incoming(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        invite: &Request,
+        source: SocketAddr,
+    ) {
+        if self.shutdown.is_some() {
+            return self.reject(now, call, 503, &[("Retry-After", "5")]);
+        }
+        // Capacity: reserve a slot first so a burst cannot overshoot.
+        let open = self.config.active.fetch_add(1, Ordering::AcqRel);
+        if open >= self.config.max_calls {
+            self.config.active.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%source, open, max = self.config.max_calls, "INVITE refused: node full");
+            return self.reject(now, call, 503, &[("Retry-After", "5")]);
+        }
+        // Until the call is in `self.calls` (whose end releases it), failures release the slot.
+        let refuse = |d: &mut Self, status: u16, extra: &[(&str, &str)]| {
+            d.config.active.fetch_sub(1, Ordering::AcqRel);
+            d.reject(now, call, status, extra);
+        };
+        let context = match self
+            .config
+            .admission
+            .admit(&invite.headers, chrono::Utc::now())
+        {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::warn!(%source, %reason, "INVITE refused: call context");
+                return refuse(self, 403, &[]);
+            }
+        };
+        // No body: a late offer (RFC 3261 §13.2.1): our 2xx offers, the ACK answers.
+        let offer = if invite.body.is_empty() {
+            None
+        } else {
+            match SessionDescription::parse(&invite.body) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    tracing::info!(%source, error = %e, "INVITE refused: unreadable SDP");
+                    return refuse(self, 400, &[]);
+                }
+            }
+        };
+        let Some(socket) = self.pool.bind() else {
+            tracing::warn!("INVITE refused: no free RTP port");
+            return refuse(self, 503, &[("Retry-After", "5")]);
+        };
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let session_id = random_u64() >> 1;
+        let local = self.local_media(port, session_id, 1);
+        let (sdp_body, plan) = match &offer {
+            Some(offer) => match sdp::answer(offer, &local) {
+                Ok((answer, negotiated)) => (answer.to_bytes(), Some(MediaPlan::from(&negotiated))),
+                Err(e) => {
+                    tracing::info!(%source, error = %e, "INVITE refused: SDP");
+                    let warning = match e {
+                        SdpError::NoCommonCodec => "305 vaani \"Incompatible media format\"",
+                        _ => "304 vaani \"Media type not available\"",
+                    };
+                    return refuse(self, 488, &[("Warning", warning)]);
+                }
+            },
+            None => (sdp::offer(&local).to_bytes(), None),
+        };
+        if let Err(e) = self.uas.accept(now, call, Bytes::from(sdp_body)) {
+            tracing::warn!(call = %call, error = %e, "accept refused");
+            self.config.active.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let info = CallInfo {
+            call_id: context.call_id.clone(),
+            tenant: context.tenant.clone(),
+            sip_call_id: invite.headers.call_id.clone(),
+        };
+        tracing::info!(
+            call = %call,
+            %source,
+            rtp_port = port,
+            late_offer = offer.is_none(),
+            vaani_call_id = ?context.call_id,
+            "call answered"
+        );
+        self.config.registry.add(CallRecord {
+            id: call.as_u64(),
+            sip_call_id: info.sip_call_id.clone(),
+            call_id: context.call_id,
+            tenant: context.tenant,
+            source: source.to_string(),
+            codec: String::new(),
+            rtp_port: port,
+            latched: None,
+            state: "answered".into(),
+            end_reason: None,
+            digits: String::new(),
+            rtp_received: 0,
+            rtp_sent: 0,
+            started_at: chrono::Utc::now().to_rfc3339(),
+            ended_at: None,
+        });
+        self.calls.insert(
+            call,
+            CallEntry {
+                media: None,
+                plan: None,
+                waiting: Some((socket, info)),
+                port,
+                sdp_session_id: session_id,
+                sdp_version: 1,
+            },
+        );
+        if let Some(plan) = plan {
+            self.start_media(now, call, plan);
+        }
+    }
+
+    /// The ACK arrived; with a late offer it carries the answer, and media starts now.
+    fn on_confirmed(&mut self, now: Instant, call: CallHandle, body: &[u8]) {
+        tracing::info!(call = %call, "call confirmed (ACK)");
+        self.config
+            .registry
+            .update(call.as_u64(), |r| r.state = "confirmed".into());
+        let waiting_for_answer = self
+            .calls
+            .get(&call)
+            .is_some_and(|e| e.plan.is_none() && e.waiting.is_some());
+        if !waiting_for_answer {
+            return;
+        }
+        let plan = SessionDescription::parse(body)
+            .map_err(|e| e.to_string())
+            .and_then(|a| plan_from_answer(&a).map_err(|e| e.to_string()));
+        match plan {
+            Ok(plan) => self.start_media(now, call, plan),
+            Err(error) => {
+                tracing::info!(call = %call, %error, "no usable SDP answer in the ACK");
+                let _ = self.uas.hangup(now, call, 488, "no usable SDP answer");
+            }
+        }
+    }
+
+    /// Starts the call's media task with the negotiated `plan`.
+    fn start_media(&mut self, now: Instant, call: CallHandle, plan: MediaPlan) {
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some((std_socket, info)) = entry.waiting.take() else {
+            return;
+        };
+        let ids = random_u64();
+        let mut scfg = SessionConfig::g711(
+            plan.format(),
+            plan.payload_type,
+            (ids >> 32) as u32,
+            (ids >> 16) as u16,
+            random_u64() as u32,
+        );
+        scfg.dtmf_payload_type = plan.dtmf_payload_type;
+        scfg.remote = Some(plan.remote);
+        scfg.direction = plan.direction;
+        scfg.inactivity_timeout = Some(self.config.rtp_timeout);
+        let started = RtpSession::new(now, scfg)
+            .map_err(|e| e.to_string())
+            .and_then(|session| {
+                UdpSocket::from_std(std_socket)
+                    .map(|socket| (session, socket))
+                    .map_err(|e| e.to_string())
+            });
+        let (session, socket) = match started {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(call = %call, %error, "media setup failed");
+                let _ = self.uas.hangup(now, call, 500, "media setup failed");
+                return;
+            }
+        };
+        let codec = plan.format().encoding.sdp_name().to_string();
+        tracing::info!(call = %call, %codec, remote = %plan.remote, "media started");
+        self.config
+            .registry
+            .update(call.as_u64(), |r| r.codec = codec);
+        let (media_tx, media_rx) = mpsc::channel(32);
+        let task = CallTask {
+            call,
+            socket,
+            session,
+            app: self.config.app.start(&info),
+            commands: media_rx,
+            sip: self.self_tx.clone(),
+            registry: self.config.registry.clone(),
+        };
+        tokio::spawn(task.run());
+        entry.media = Some(media_tx);
+        entry.plan = Some(plan);
+    }
+
+    fn local_media(&self, port: u16, session_id: u64, version: u64) -> LocalMedia {
+        LocalMedia {
+            address: self.config.media_address,
+            port,
+            codecs: self
+                .config
+                .codecs
+                .iter()
+                .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+                .cloned()
+                .collect(),
+            telephone_event: true,
+            ptime: crate::codec::FRAME_MS,
+            direction: Direction::SendRecv,
+            session_id,
+            session_version: version,
+        }
+    }
+
+    /// A re-INVITE: answer its offer on the same port. Hold and unhold change the direction
+    /// (we stop sending while held); a change of codec or payload type restarts the call's RTP
+    /// session with the new one. An INVITE without offer gets 488 for now.
+    fn on_reinvite(&mut self, now: Instant, call: CallHandle, request: &Request) {
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return self.reject(now, call, 481, &[]);
+        };
+        if entry.media.is_none() {
+            // Media never started (a late offer still waiting); nothing to renegotiate.
+            return self.reject(now, call, 500, &[("Retry-After", "1")]);
+        }
+        if request.body.is_empty() {
+            // RFC 3261 §14.2 allows an INVITE without offer; we would have to offer here.
+            return self.reject(
+                now,
+                call,
+                488,
+                &[("Warning", "399 vaani \"offer required\"")],
+            );
+        }
+        let Ok(offer) = SessionDescription::parse(&request.body) else {
+            return self.reject(now, call, 400, &[]);
+        };
+        entry.sdp_version += 1;
+        let (port, sid, ver) = (entry.port, entry.sdp_session_id, entry.sdp_version);
+        let local = self.local_media(port, sid, ver);
+        let Ok((answer, negotiated)) = sdp::answer(&offer, &local) else {
+            return self.reject(now, call, 488, &[]);
+        };
+        let plan = MediaPlan::from(&negotiated);
+        if let Some(entry) = self.calls.get_mut(&call) {
+            let changed = entry.plan.as_ref().is_none_or(|p| {
+                p.codec != plan.codec
+                    || p.payload_type != plan.payload_type
+                    || p.dtmf_payload_type != plan.dtmf_payload_type
+            });
+            let codec = changed.then(|| (plan.format(), plan.payload_type, plan.dtmf_payload_type));
+            if let Some(media) = &entry.media {
+                let _ = media.try_send(MediaCmd::Update {
+                    remote: Some(plan.remote),
+                    direction: plan.direction,
+                    codec,
+                });
+            }
+            entry.plan = Some(plan);
+        }
+        tracing::info!(
+            call = %call,
+            direction = negotiated.direction.as_str(),
+            on_hold = negotiated.on_hold,
+            "re-INVITE answered"
+        );
+        if let Err(e) = self.uas.accept(now, call, Bytes::from(answer.to_bytes())) {
+            tracing::debug!(call = %call, error = %e, "re-INVITE accept refused");
+        }
+    }
+
+    fn on_ended(&mut self, call: CallHandle, reason: &EndReason) {
+        let label = match reason {
+            EndReason::LocalHangup { text, .. } => format!("local_hangup: {text}"),
+            EndReason::Rejected(status) => format!("rejected: {status}"),
+            other => other.code().to_string(),
+        };
+        tracing::info!(call = %call, reason = %label, "call ended");
+        if self.calls.remove(&call).is_some() {
+            // Dropping the command channel stops the media task.
+            self.config.active.fetch_sub(1, Ordering::AcqRel);
+            self.config.registry.end(call.as_u64(), &label);
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The RTP session and its pacer in virtual time: one packet per 20 ms with RFC 3550
+//! sequence/timestamp/SSRC rules and RFC 3551 markers, catch-up and skipping after late
+//! wake-ups, RFC 4733 events in place of audio, latching, inactivity, hold, and a two-session
+//! echo loop whose returned audio is checked for the tone that was sent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use vaani_media::codec::{g711, AudioFormat, PcmFrame, FRAME_SAMPLES};
+use vaani_media::rtp::dtmf::TelephoneEvent;
+use vaani_media::rtp::session::{MediaEvent, Pacer, RtpSession, SessionConfig};
+use vaani_media::rtp::{RtpHeader, RtpPacket};
+use vaani_media::sip::sdp::Direction;
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+fn peer() -> SocketAddr {
+    "192.0.2.10:4000".parse().unwrap()
+}
+
+fn config() -> SessionConfig {
+    let mut c = SessionConfig::g711(AudioFormat::PCMU, 0, 0x1234_5678, 65_530, 4_294_967_000);
+    c.dtmf_payload_type = Some(101);
+    c.remote = Some(peer());
+    c
+}
+
+/// Sends every due packet at `now`; returns (time offset, header, payload, destination).
+fn transmit(
+    s: &mut RtpSession,
+    t0: Instant,
+    now: Instant,
+) -> Vec<(Duration, RtpHeader, Vec<u8>, SocketAddr)> {
+    let mut buf = [0u8; 1500];
+    let mut out = Vec::new();
+    while let Some(t) = s.poll_transmit(now, &mut buf) {
+        let p = RtpPacket::parse(&buf[..t.len]).unwrap();
+        out.push((now - t0, p.header(), p.payload.to_vec(), t.to));
+    }
+    out
+}
+
+/// Runs the session's deadlines up to `t0 + until`, collecting what it sends.
+fn run(
+    s: &mut RtpSession,
+    t0: Instant,
+    now: &mut Instant,
+    until: Duration,
+) -> Vec<(Duration, RtpHeader, Vec<u8>, SocketAddr)> {
+    let end = t0 + until;
+    let mut sent = Vec::new();
+    while let Some(d) = s.next_deadline().filter(|d| *d <= end) {
+        *now = d.max(*now);
+        s.handle_timeout(*now);
+        sent.extend(transmit(s, t0, *now));
+    }
+    *now = end;
+    sent
+}
+
+fn tone(freq: f64, index: usize, amplitude: f64) -> PcmFrame {
+    let mut f = PcmFrame::silence();
+    for (i, s) in f.samples.iter_mut().enumerate() {
+        let n = (index * FRAME_SAMPLES + i) as f64;
+        *s = (amplitude * (2.0 * std::f64::consts::PI * freq * n / 16_000.0).sin()) as i16;
+    }
+    f
+}
+
+/// Relative power at `freq` (Goertzel) over `samples` at `rate`.
+fn goertzel(samples: &[i16], rate: f64, freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = f64::from(x) + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len().max(1) as f64
+}
+
+fn rtp(seq: u16, ts: u32, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    RtpHeader {
+        marker: false,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: ts,
+        ssrc,
+    }
+    .write_to_vec(payload, &mut v)
+    .unwrap();
+    v
+}
+
+#[test]
+fn pacer_ticks_every_interval_and_skips_when_far_behind() {
+    let t0 = Instant::now();
+    let mut p = Pacer::new(t0, MS(20), 8000, u32::MAX - 100, 3);
+    assert_eq!(p.step(), 160);
+    assert_eq!(p.tick(t0 - MS(1)), None);
+    let a = p.tick(t0).unwrap();
+    assert_eq!((a.timestamp, a.skipped), (u32::MAX - 100, 0));
+    assert_eq!(p.tick(t0 + MS(19)), None);
+    let b = p.tick(t0 + MS(20)).unwrap();
+    assert_eq!(b.timestamp, 59, "wraps");
+    // 45 ms late (2 ticks behind): both overdue ticks come out, none skipped.
+    let now = t0 + MS(85);
+    let got: Vec<_> = std::iter::from_fn(|| p.tick(now)).collect();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|t| t.skipped == 0));
+    assert_eq!(p.next_at(), t0 + MS(100));
+    // 200 ms late: 10 ticks behind, the oldest 8 are skipped, the last 3 come out.
+    let now = t0 + MS(300);
+    let got: Vec<_> = std::iter::from_fn(|| p.tick(now)).collect();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].skipped, 8);
+    assert_eq!(got[1].timestamp, got[0].timestamp + 160);
+    assert_eq!(p.next_at(), t0 + MS(320));
+}
+
+#[test]
+fn sends_one_packet_per_20ms_with_rfc3550_numbering() {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut s = RtpSession::new(t0, config()).unwrap();
+    for i in 0..3 {
+        assert!(s.send_audio(&tone(440.0, i, 8000.0)));
+    }
+    let sent = run(&mut s, t0, &mut now, MS(1000));
+    assert_eq!(sent.len(), 51, "t = 0, 20, …, 1000 ms");
+    for (i, (t, h, payload, to)) in sent.iter().enumerate() {
+        assert_eq!(*t, MS(20 * i as u64));
+        assert_eq!(h.ssrc, 0x1234_5678);
+        assert_eq!(h.payload_type, 0);
+        assert_eq!(h.sequence, 65_530u16.wrapping_add(i as u16));
+        assert_eq!(h.timestamp, 4_294_967_000u32.wrapping_add(160 * i as u32));
+        assert_eq!(h.marker, i == 0, "marker on the first packet only");
+        assert_eq!(payload.len(), 160);
+        assert_eq!(*to, peer());
+    }
+    // The first three carry the tone, the rest silence.
+    let decoded: Vec<i16> = sent[1].2.iter().map(|&c| g711::ulaw_to_linear(c)).collect();
+    assert!(goertzel(&decoded, 8000.0, 440.0) > 100.0 * goertzel(&decoded, 8000.0, 1000.0));
+    assert!(sent[10].2.iter().all(|&c| c == g711::linear_to_ulaw(0)));
+    assert_eq!(s.counters().sent, 51);
+}
+
+#[test]
+fn without_silence_fill_gaps_end_talkspurts() {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut cfg = config();
+    cfg.send_silence = false;
+    let mut s = RtpSession::new(t0, cfg).unwrap();
+    s.send_audio(&tone(440.0, 0, 8000.0));
+    s.send_audio(&tone(440.0, 1, 8000.0));
+    let first = run(&mut s, t0, &mut now, MS(100));
+    assert_eq!(first.len(), 2);
+    s.send_audio(&tone(440.0, 2, 8000.0));
+    let second = run(&mut s, t0, &mut now, MS(200));
+    assert_eq!(second.len(), 1);
+    let (t, h, _, _) = &second[0];
+    assert_eq!(*t, MS(120));
+    assert!(h.marker, "a new talkspurt");
+    assert_eq!(
+        h.sequence,
+        first[1].1.sequence.wrapping_add(1),
+        "no gap in sequence"
+    );
+    assert_eq!(
+        h.timestamp,
+        first[0].1.timestamp.wrapping_add(160 * 6),
+        "time advanced"
+    );
+}
+
+#[test]
+fn late_driver_catches_up_then_skips() {
+    let t0 = Instant::now();
+    let mut s = RtpSession::new(t0, config()).unwrap();
+    let a = transmit(&mut s, t0, t0);
+    assert_eq!(a.len(), 1);
+    // 50 ms late: the two overdue packets go at once.
+    let b = transmit(&mut s, t0, t0 + MS(50));
+    assert_eq!(b.len(), 2);
+    // 500 ms late: three packets, the rest skipped; the first after the gap has the marker.
+    let c = transmit(&mut s, t0, t0 + MS(560));
+    assert_eq!(c.len(), 3);
+    assert!(c[0].1.marker);
+    assert_eq!(c[0].1.sequence, b[1].1.sequence.wrapping_add(1));
+    assert_eq!(c[2].1.timestamp, a[0].1.timestamp.wrapping_add(160 * 28));
+    assert_eq!(s.counters().ticks_skipped, 23);
+}
+
+#[test]
+fn dtmf_events_take_the_place_of_audio() {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut s = RtpSession::new(t0, config()).unwrap();
+    let _ = run(&mut s, t0, &mut now, MS(30)); // packets at 0 and 20 ms
+    s.send_dtmf('7', MS(100)).unwrap();
+    assert!(s.send_dtmf('x', MS(100)).is_err());
+    let sent = run(&mut s, t0, &mut now, MS(300));
+    let events: Vec<_> = sent.iter().filter(|p| p.1.payload_type == 101).collect();
+    // 100 ms at 20 ms: 4 updates and the end packet three times.
+    assert_eq!(events.len(), 7);
+    let start_ts = events[0].1.timestamp;
+    assert_eq!(events[0].0, MS(40), "starts at the next tick");
+    assert!(events[0].1.marker);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(
+            e.0,
+            MS(40 + 20 * i as u64),
+            "one per tick, no audio in between"
+        );
+        assert_eq!(e.1.timestamp, start_ts);
+        let ev = TelephoneEvent::parse(&e.2).unwrap();
+        assert_eq!(ev.event, 7);
+        assert_eq!(ev.end, i >= 4);
+        if i >= 4 {
+            assert_eq!(ev.duration, 800);
+        }
+    }
+    let seqs: Vec<u16> = sent.iter().map(|p| p.1.sequence).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "one sequence space"
+    );
+    let after = sent.iter().find(|p| p.0 == MS(180)).unwrap();
+    assert_eq!(after.1.payload_type, 0);
+    assert!(after.1.marker, "audio after an event starts a talkspurt");
+    assert_eq!(s.counters().dtmf_packets_sent, 7);
+    let mut no_dtmf = config();
+    no_dtmf.dtmf_payload_type = None;
+    assert!(RtpSession::new(t0, no_dtmf)
+        .unwrap()
+        .send_dtmf('1', MS(100))
+        .is_err());
+}
+
+#[test]
+fn latching_and_receiving() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.remote = Some("198.51.100.1:9999".parse().unwrap()); // what the SDP said (behind NAT)
+    let mut s = RtpSession::new(t0, cfg).unwrap();
+    let nat: SocketAddr = "203.0.113.7:30000".parse().unwrap();
+    assert_eq!(s.destination(), Some("198.51.100.1:9999".parse().unwrap()));
+    // An unnegotiated payload type does not latch.
+    s.receive(t0, &rtp(1, 0, 9, 96, &[0; 10]), nat);
+    assert_eq!(s.latched(), None);
+    // Garbage neither.
+    s.receive(t0, b"\x00\x01", nat);
+    assert_eq!(s.counters().malformed, 1);
+    let payload = [g711::linear_to_ulaw(1000); 160];
+    s.receive(t0, &rtp(1, 0, 9, 0, &payload), nat);
+    assert_eq!(s.latched(), Some(nat));
+    assert_eq!(s.poll_event(), Some(MediaEvent::Latched(nat)));
+    assert_eq!(s.destination(), Some(nat));
+    // Another host is ignored; another port of the same host is heard (sipp's DTMF replays).
+    s.receive(
+        t0 + MS(20),
+        &rtp(2, 160, 9, 0, &payload),
+        "192.0.2.99:30000".parse().unwrap(),
+    );
+    assert_eq!(s.counters().foreign, 2);
+    let ev = TelephoneEvent {
+        event: 5,
+        end: true,
+        volume: 10,
+        duration: 800,
+    };
+    s.receive(
+        t0 + MS(20),
+        &rtp(2, 160, 77, 101, &ev.to_bytes()),
+        "203.0.113.7:0".parse().unwrap(),
+    );
+    let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert_eq!(
+        events,
+        [
+            MediaEvent::DtmfBegan { digit: '5' },
+            MediaEvent::Dtmf {
+                digit: '5',
+                duration: MS(100)
+            }
+        ]
+    );
+    // Audio plays out after the jitter buffer's 60 ms as 16 kHz frames.
+    s.handle_timeout(t0 + MS(59));
+    assert!(s.poll_audio().is_none());
+    s.handle_timeout(t0 + MS(60));
+    let frame = s.poll_audio().unwrap();
+    assert!(
+        frame
+            .samples
+            .iter()
+            .skip(40)
+            .all(|&x| (x - 1000).abs() < 100),
+        "{frame:?}"
+    );
+    // The next frame never came: concealed with silence.
+    s.handle_timeout(t0 + MS(80));
+    let concealed = s.poll_audio().unwrap();
+    assert!(concealed.samples.iter().all(|&x| x.abs() < 300));
+    assert_eq!(s.counters().frames_concealed, 1);
+}
+
+#[test]
+fn inactivity_timeout_and_hold() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.inactivity_timeout = Some(Duration::from_secs(30));
+    let mut s = RtpSession::new(t0, cfg).unwrap();
+    let mut now = t0;
+    let _ = run(&mut s, t0, &mut now, Duration::from_secs(10));
+    s.receive(now, &rtp(1, 0, 9, 0, &[0xff; 160]), peer());
+    let _ = run(&mut s, t0, &mut now, Duration::from_secs(39) + MS(990));
+    assert!(std::iter::from_fn(|| s.poll_event()).all(|e| e != MediaEvent::Timeout));
+    let _ = run(&mut s, t0, &mut now, Duration::from_secs(40));
+    let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert_eq!(events, [MediaEvent::Timeout], "30 s after the last packet");
+    let _ = run(&mut s, t0, &mut now, Duration::from_secs(100));
+    assert!(s.poll_event().is_none(), "once");
+
+    // Held by the peer (it sends nothing, we only send): no timeout.
+    let mut s = RtpSession::new(t0, config()).unwrap();
+    let mut now = t0;
+    s.update(t0, None, Direction::SendOnly);
+    let sent = run(&mut s, t0, &mut now, Duration::from_secs(100));
+    assert!(std::iter::from_fn(|| s.poll_event()).all(|e| e != MediaEvent::Timeout));
+    assert_eq!(sent.len(), 5001);
+    // We hold (inactive): nothing is sent; unhold resumes with a marker.
+    s.update(now, None, Direction::Inactive);
+    assert!(!s.send_audio(&PcmFrame::silence()));
+    let sent = run(&mut s, t0, &mut now, Duration::from_secs(101));
+    assert!(sent.is_empty());
+    s.update(now, None, Direction::SendRecv);
+    let sent = run(&mut s, t0, &mut now, Duration::from_secs(101) + MS(50));
+    assert!(!sent.is_empty());
+    assert!(sent[0].1.marker);
+}
+
+#[test]
+fn echo_loop_returns_the_tone() {
+    // A caller session and the node's session wired back to back; the node echoes every
+    // decoded frame. The caller sends 1 s of 440 Hz and checks what comes back.
+    let t0 = Instant::now();
+    let caller_addr: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+    let node_addr: SocketAddr = "192.0.2.1:20000".parse().unwrap();
+    let mut caller_cfg = config();
+    caller_cfg.remote = Some(node_addr);
+    caller_cfg.send_silence = false;
+    let mut node_cfg = SessionConfig::g711(AudioFormat::PCMU, 0, 99, 1, 1);
+    node_cfg.remote = Some(caller_addr);
+    let mut caller = RtpSession::new(t0, caller_cfg).unwrap();
+    let mut node = RtpSession::new(t0, node_cfg).unwrap();
+    let mut received: Vec<i16> = Vec::new();
+    let mut buf = [0u8; 1500];
+    let mut now = t0;
+    let mut next_frame = 0usize;
+    while now < t0 + MS(1600) {
+        if next_frame < 50 && caller.queued() < 2 {
+            caller.send_audio(&tone(440.0, next_frame, 8000.0));
+            next_frame += 1;
+        }
+        caller.handle_timeout(now);
+        node.handle_timeout(now);
+        while let Some(f) = node.poll_audio() {
+            node.send_audio(&f);
+        }
+        while let Some(f) = caller.poll_audio() {
+            received.extend_from_slice(&f.samples);
+        }
+        while let Some(t) = caller.poll_transmit(now, &mut buf) {
+            assert_eq!(t.to, node_addr);
+            node.receive(now, &buf[..t.len], caller_addr);
+        }
+        while let Some(t) = node.poll_transmit(now, &mut buf) {
+            caller.receive(now, &buf[..t.len], node_addr);
+        }
+        now += MS(5);
+    }
+    let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64;
+    // Find the echoed tone and check its pitch against other bins.
+    let loud: Vec<i16> = received
+        .chunks(FRAME_SAMPLES)
+        .filter(|c| energy(c) > 1e6)
+        .flatten()
+        .copied()
+        .collect();
+    assert!(
+        loud.len() >= 40 * FRAME_SAMPLES,
+        "most of the second came back: {}",
+        loud.len()
+    );
+    let at = |f: f64| goertzel(&loud, 16_000.0, f);
+    for other in [300.0, 600.0, 1000.0, 2000.0] {
+        assert!(at(440.0) > 50.0 * at(other), "440 Hz dominates {other} Hz");
+    }
+}
+
+proptest! {
+    #[test]
+    fn receive_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300), port in any::<u16>()) {
+        let t0 = Instant::now();
+        let mut s = RtpSession::new(t0, config()).unwrap();
+        let from = SocketAddr::new("192.0.2.10".parse().unwrap(), port);
+        s.receive(t0, &data, from);
+        let mut d = data.clone();
+        if d.len() >= 12 {
+            d[0] = 0x80;
+            d[1] = if port % 2 == 0 { 0 } else { 101 };
+        }
+        s.receive(t0 + MS(1), &d, from);
+        s.handle_timeout(t0 + Duration::from_secs(1));
+        while s.poll_event().is_some() {}
+        while s.poll_audio().is_some() {}
+        let mut buf = [0u8; 1500];
+        while s.poll_transmit(t0 + Duration::from_secs(1), &mut buf).is_some() {}
+    }
+}
