@@ -513,6 +513,9 @@ fn mask_secret(s: &str) -> String {
 async fn tenant(t: TenantCmd) -> anyhow::Result<ExitCode> {
     match t {
         TenantCmd::Set(a) => {
+            if !vaani_core::tenant::valid_id(&a.id) {
+                bail!("tenant id must be 1-64 characters of A-Z a-z 0-9 - _");
+            }
             let stores = crate::local::open_store(&a.data.dir())?;
             let mut tenant = stores
                 .tenants
@@ -524,9 +527,6 @@ async fn tenant(t: TenantCmd) -> anyhow::Result<ExitCode> {
                     fallback_message: crate::dev::DEFAULT_FALLBACK.to_string(),
                     credentials: Default::default(),
                 });
-            if crate::dev::valid_tenant_id(&a.id).is_err() {
-                bail!("tenant id must be 1-64 characters of A-Z a-z 0-9 - _");
-            }
             if let Some(n) = a.name {
                 tenant.name = n;
             }

@@ -26,19 +26,6 @@ pub const DEFAULT_FALLBACK: &str =
 /// The tenant `vaani dev` creates on first start.
 pub const DEMO_TENANT: &str = "demo";
 
-pub fn valid_tenant_id(id: &str) -> Result<(), ()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(())
-    }
-}
-
 struct AppState {
     deps: Deps,
     base_url: String,

@@ -78,13 +78,6 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn valid_tenant(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 64
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
 async fn upgrade(
     State(server): State<Arc<StreamServer>>,
     Path((tenant, provider)): Path<(String, String)>,
@@ -94,7 +87,7 @@ async fn upgrade(
     let Ok(provider) = provider.parse::<Provider>() else {
         return (StatusCode::NOT_FOUND, "unknown provider").into_response();
     };
-    if !valid_tenant(&tenant) || provider == Provider::Signalwire {
+    if !vaani_core::tenant::valid_id(&tenant) || provider == Provider::Signalwire {
         return (StatusCode::NOT_FOUND, "no such stream endpoint").into_response();
     }
     // Reserve a slot before upgrading, so the limit holds under a burst.

@@ -102,12 +102,7 @@ pub enum Route {
 pub fn route(path: &str) -> Result<Route, Response> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let not_found = || Response::error(404, "not_found", "no such endpoint");
-    let tenant_ok = |t: &str| {
-        !t.is_empty()
-            && t.len() <= 64
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    };
+    let tenant_ok = |t: &str| vaani_core::tenant::valid_id(t);
     match segs.as_slice() {
         ["healthz"] => Ok(Route::Health),
         ["v1", tenant, "status"] if tenant_ok(tenant) => Ok(Route::Status {

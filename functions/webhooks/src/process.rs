@@ -138,11 +138,7 @@ pub fn derived_call_id(tenant: &str, provider: Provider, provider_call_id: &str)
     h.update(provider.as_str().as_bytes());
     h.update([0]);
     h.update(provider_call_id.as_bytes());
-    format!("call_{}", hex_prefix(&h.finalize(), 12))
-}
-
-fn hex_prefix(bytes: &[u8], n: usize) -> String {
-    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
+    format!("call_{}", hex::encode(&h.finalize()[..12]))
 }
 
 fn valid_call_id(id: &str) -> bool {

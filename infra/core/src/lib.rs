@@ -7,6 +7,7 @@ pub mod answer;
 pub mod call;
 pub mod nodes;
 pub mod phone;
+pub mod tenant;
 pub mod token;
 
 pub use answer::{AnswerAction, AnswerPlan};

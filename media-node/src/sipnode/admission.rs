@@ -65,20 +65,13 @@ fn valid_id(s: &str, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@'))
 }
 
-fn valid_tenant(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 impl AdmissionPolicy {
     /// Checks an INVITE's call context at wall-clock time `now`.
     pub fn admit(&self, headers: &Headers, now: DateTime<Utc>) -> Result<CallContext, Refusal> {
         let call_id = headers.get(CALL_ID_HEADER).map(str::trim);
         let token = headers.get(TOKEN_HEADER).map(str::trim);
         let tenant = match headers.get(TENANT_HEADER).map(str::trim) {
-            Some(t) if !valid_tenant(t) => return Err(Refusal::Malformed),
+            Some(t) if !vaani_core::tenant::valid_id(t) => return Err(Refusal::Malformed),
             Some(t) => Some(t.to_string()),
             None => self.default_tenant.clone(),
         };
