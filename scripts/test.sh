@@ -14,6 +14,8 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v sipp >/dev/null || need_apt+=(sip-tester)
+command -v baresip >/dev/null || need_apt+=(baresip)
+command -v sox >/dev/null || need_apt+=(sox)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
@@ -44,8 +46,8 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { cat "$moto_log"; echo "moto_server did not start" >&2; exit 1; }
 export VAANI_TEST_MOTO_URL="http://127.0.0.1:$moto_port" VAANI_REQUIRE_MOTO=1
-# sipp is installed above: the SIP end-to-end tests must not skip it.
-export VAANI_REQUIRE_SIPP=1
+# sipp and baresip are installed above: the SIP end-to-end tests must not skip them.
+export VAANI_REQUIRE_SIPP=1 VAANI_REQUIRE_BARESIP=1
 
 # --- Rust ---------------------------------------------------------------------------------------
 log "cargo test (workspace)"
