@@ -660,7 +660,8 @@ fn capacity_gives_503_with_retry_after() {
 #[test]
 fn sigterm_hangs_up_calls_with_bye() {
     let data = tempfile::tempdir().unwrap();
-    let mut dev = start_dev(data.path().to_str().unwrap());
+    // The call outlives the drain: at its deadline the node hangs it up.
+    let mut dev = start_dev_with(data.path().to_str().unwrap(), &["--drain-timeout", "1"]);
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut uac = Uac::new(&dev.sip, "rust-uac-term@127.0.0.1");
     assert_eq!(uac.invite(rtp.local_addr().unwrap(), "").status, 200);
