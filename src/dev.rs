@@ -1,7 +1,7 @@
 //! `vaani dev`: the webhook Lambda's handler served over local HTTP on the embedded store.
 
-use std::net::SocketAddr;
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -213,7 +213,10 @@ async fn queue_call_ends(stores: Stores, mut ended: tokio::sync::mpsc::Receiver<
         let event = MediaCallEnded {
             kind: MediaCallEnded::KIND.to_string(),
             v: MediaCallEnded::VERSION,
-            tenant: end.tenant.clone().unwrap_or_else(|| DEMO_TENANT.to_string()),
+            tenant: end
+                .tenant
+                .clone()
+                .unwrap_or_else(|| DEMO_TENANT.to_string()),
             call_id,
             node_id: DEV_NODE.to_string(),
             transport: end.transport.as_str().to_string(),

@@ -43,8 +43,11 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 fn metric(addr: &str, series: &str) -> Option<String> {
     let (status, text) = get(addr, "/metrics");
     assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_string))
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')
+            .map(str::to_string)
+    })
 }
 
 /// Waits (up to 10 s) for a series to read `value`.
@@ -59,7 +62,10 @@ async fn wait_metric(addr: &str, series: &str, value: &str) {
         if got.as_deref() == Some(value) {
             return;
         }
-        assert!(Instant::now() < deadline, "{series} is {got:?}, not {value}");
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {got:?}, not {value}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -196,7 +202,10 @@ async fn metrics_follow_calls_and_sigterm_drains() {
     wait_metric(&addr, "vaani_node_draining", "1").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while registry_draining(dir.path()).await != Some(true) {
-        assert!(Instant::now() < deadline, "the registry never said draining");
+        assert!(
+            Instant::now() < deadline,
+            "the registry never said draining"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // New streams are refused; the call up carries on (the echo still answers).
@@ -204,7 +213,9 @@ async fn metrics_follow_calls_and_sigterm_drains() {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 503);
             assert_eq!(
-                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                resp.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
                 Some("5")
             );
         }
@@ -225,7 +236,10 @@ async fn metrics_follow_calls_and_sigterm_drains() {
         }
     }
     assert!(marked, "the call up stopped being served while draining");
-    assert!(dev.child.try_wait().unwrap().is_none(), "exited with a call up");
+    assert!(
+        dev.child.try_wait().unwrap().is_none(),
+        "exited with a call up"
+    );
 
     // The call ends: the node exits soon after, well before the drain deadline.
     let ended = Instant::now();
@@ -248,7 +262,11 @@ async fn metrics_follow_calls_and_sigterm_drains() {
     for _ in 0..5 {
         let msgs = store
             .queue
-            .receive(vaani_store::queues::CALL_EVENTS, 10, Duration::from_secs(60))
+            .receive(
+                vaani_store::queues::CALL_EVENTS,
+                10,
+                Duration::from_secs(60),
+            )
             .await
             .unwrap();
         if msgs.is_empty() {

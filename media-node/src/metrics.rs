@@ -402,14 +402,15 @@ async fn serve_metrics(
     axum::extract::State(m): axum::extract::State<Arc<Metrics>>,
 ) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.render(),
     )
 }
 
-async fn healthz(
-    axum::extract::State(m): axum::extract::State<Arc<Metrics>>,
-) -> impl IntoResponse {
+async fn healthz(axum::extract::State(m): axum::extract::State<Arc<Metrics>>) -> impl IntoResponse {
     if m.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
@@ -422,8 +423,11 @@ mod tests {
     use super::*;
 
     fn sample(text: &str, series: &str) -> Option<String> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_string))
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')
+                .map(str::to_string)
+        })
     }
 
     fn end(transport: Transport, reason: EndReason, call_id: Option<&str>) -> CallEnd {

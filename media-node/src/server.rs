@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use vaani_events::Provider;
 
-use crate::metrics::{CallEnd, EndReason, Metrics, Transport};
 use crate::codec::{AudioFormat, CodecError, FrameDecoder, FrameEncoder, Reframer, FRAME_SAMPLES};
+use crate::metrics::{CallEnd, EndReason, Metrics, Transport};
 use crate::streams::{
     Dialect, Event, Exotel, Plivo, Session, SessionConfig, StartInfo, Telnyx, TokenAuth, Twilio,
 };

@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use super::app::{AppAction, SipCall};
-use crate::metrics::{EndReason as CallEndReason, Metrics};
 use super::registry::CallRegistry;
 use super::SipCmd;
+use crate::metrics::{EndReason as CallEndReason, Metrics};
 use crate::rtp::session::{MediaEvent, RtpSession, DEFAULT_DTMF_DURATION};
 use crate::sip::sdp::Direction;
 use crate::sip::uas::CallHandle;
