@@ -279,7 +279,7 @@ async fn metrics_follow_calls_and_sigterm_drains() {
             }
         }
     }
-    ends.sort_by(|a, b| a.ended_at.cmp(&b.ended_at));
+    ends.sort_by_key(|e| e.ended_at);
     let got: Vec<_> = ends
         .iter()
         .map(|e| {
