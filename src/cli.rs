@@ -92,6 +92,11 @@ pub struct DevArgs {
     /// Seconds without RTP before a SIP call is hung up.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub rtp_timeout: u64,
+    /// On SIGTERM/Ctrl-C the node drains: it leaves call routing, refuses new calls with 503
+    /// and waits this long for the calls up to end before hanging up the rest (a second
+    /// signal stops waiting).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub drain_timeout: u64,
     /// Refuse SIP calls that carry no X-Vaani-Call-Id/X-Vaani-Token (the answer webhook adds
     /// them); without it, allowlisted sources may call directly (sipp, a softphone).
     #[arg(long)]

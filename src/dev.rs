@@ -1,7 +1,9 @@
 //! `vaani dev`: the webhook Lambda's handler served over local HTTP on the embedded store.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::body::Bytes;
@@ -9,7 +11,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use std::sync::atomic::{AtomicU32, Ordering};
-use vaani_events::Provider;
+use vaani_events::{MediaCallEnded, Provider};
+use vaani_media::metrics::{CallEnd, Metrics};
 use vaani_media::server::{EchoApp, StreamServer};
 use vaani_media::sip::sdp::Codec;
 use vaani_media::sipnode::admission::AdmissionPolicy;
@@ -57,6 +60,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     // The media node: provider media streams on the same port, answered by the chosen app.
     let active = Arc::new(AtomicU32::new(0));
+    let (metrics, ended) = Metrics::with_sink();
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let token_key = deps.media_token_key.clone();
     let streams = Arc::new(StreamServer {
         token_key: deps.media_token_key.clone(),
@@ -66,6 +71,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         },
         max_calls: args.max_calls,
         active: active.clone(),
+        metrics: metrics.clone(),
+        closing,
     });
     let state = Arc::new(AppState {
         deps,
@@ -73,17 +80,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     });
     // The media node's SIP side: calls over SIP/RTP, answered by the same app choice.
     let sip_registry = CallRegistry::default();
-    let sip = start_sip(&args, token_key, active.clone(), sip_registry.clone()).await?;
+    let sip = start_sip(
+        &args,
+        token_key,
+        active.clone(),
+        sip_registry.clone(),
+        metrics.clone(),
+    )
+    .await?;
     let app = vaani_media::server::router(streams)
         .merge(vaani_media::sipnode::registry::router(sip_registry))
+        .merge(vaani_media::metrics::router(metrics.clone()))
         .merge(axum::Router::new().fallback(serve).with_state(state));
-    let heartbeat = tokio::spawn(heartbeat(
-        stores.clone(),
-        ws_base.clone(),
-        sip.sip_uri(),
-        args.max_calls,
-        active,
-    ));
+    let entry = NodeEntry {
+        stores: stores.clone(),
+        ws_url: ws_base.clone(),
+        sip_uri: sip.sip_uri(),
+        capacity: args.max_calls,
+        active: active.clone(),
+        metrics: metrics.clone(),
+    };
+    let heartbeat = tokio::spawn(heartbeat(entry.clone()));
+    let call_events = tokio::spawn(queue_call_ends(stores.clone(), ended));
 
     println!(
         "vaani dev: control plane and media node on embedded defaults (data in {})",
@@ -108,29 +126,120 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .join(",")
     );
     println!("  SIP calls:        {base_url}/debug/sip/calls");
-    println!("  health:           {base_url}/healthz");
+    println!("  health:           {base_url}/healthz (control plane), {base_url}/node/healthz (media node: 503 while draining)");
+    println!("  metrics:          {base_url}/metrics");
     println!(
         "  demo secrets:     vaani tenant show {DEMO_TENANT} --reveal --data {}",
         dir.display()
     );
     println!("ready http={local} sip={} url={base_url}", sip.local_addr());
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    // HTTP keeps serving while the node drains (health, metrics, refusals, the calls' own
+    // streams); it stops once the drain is over.
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped_rx.await;
+        })
+        .into_future(),
+    );
+    tokio::select! {
+        () = shutdown_signal() => {}
+        r = server => {
+            // The server stopped on its own: an I/O failure.
+            r.context("HTTP task")?.context("serving HTTP")?;
+            anyhow::bail!("HTTP server stopped");
+        }
+    }
+    drain(&entry, Duration::from_secs(args.drain_timeout)).await;
     heartbeat.abort();
-    // Hang up SIP calls with a BYE before leaving.
-    sip.shutdown(std::time::Duration::from_secs(2)).await;
+    // The deadline passed (or nothing is left): close the remaining streams and hang up
+    // SIP calls with a BYE.
+    let _ = closing_tx.send(true);
+    sip.shutdown(Duration::from_secs(2)).await;
+    let streams_closed = Instant::now() + Duration::from_secs(2);
+    while active.load(Ordering::Acquire) > 0 && Instant::now() < streams_closed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stopped_tx.send(());
     // Leave the registry so no answer webhook routes a call here any more.
     if let Err(e) = stores.nodes.remove_node(DEV_NODE).await {
         tracing::warn!(error = %e, "could not remove the node from the registry");
     }
+    // Queue the last calls' ends.
+    metrics.close_sink();
+    let _ = tokio::time::timeout(Duration::from_secs(5), call_events).await;
     eprintln!("vaani dev: stopped");
     Ok(())
+}
+
+/// Drains the node: marks it draining (new calls refused, the registry entry says so at
+/// once so answer webhooks stop routing here) and waits until no call is up, `timeout`
+/// passes, or a second signal comes.
+async fn drain(entry: &NodeEntry, timeout: Duration) {
+    entry.metrics.start_draining();
+    let up = entry.active.load(Ordering::Acquire);
+    eprintln!(
+        "vaani dev: draining: {up} call(s) up, waiting up to {}s (signal again to stop now)",
+        timeout.as_secs()
+    );
+    tracing::info!(calls = up, timeout_s = timeout.as_secs(), "draining");
+    entry.write().await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let idle = async {
+        while entry.active.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        () = idle => tracing::info!("drained: no calls left"),
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::warn!(calls = entry.active.load(Ordering::Acquire), "drain deadline passed: hanging up");
+        }
+        () = shutdown_signal() => tracing::warn!("second signal: hanging up"),
+    }
+}
+
+/// Puts every ended call that carries our call id on the call-events queue.
+async fn queue_call_ends(stores: Stores, mut ended: tokio::sync::mpsc::Receiver<CallEnd>) {
+    while let Some(end) = ended.recv().await {
+        let Some(call_id) = end.call_id.clone() else {
+            continue;
+        };
+        let event = MediaCallEnded {
+            kind: MediaCallEnded::KIND.to_string(),
+            v: MediaCallEnded::VERSION,
+            tenant: end
+                .tenant
+                .clone()
+                .unwrap_or_else(|| DEMO_TENANT.to_string()),
+            call_id,
+            node_id: DEV_NODE.to_string(),
+            transport: end.transport.as_str().to_string(),
+            reason: end.reason.as_str().to_string(),
+            ended_at: end.ended_at,
+            duration_ms: u64::try_from(end.duration().as_millis()).unwrap_or(u64::MAX),
+        };
+        let body = match serde_json::to_string(&event) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "call-ended event not serialized");
+                continue;
+            }
+        };
+        let dedupe = event.dedupe_id();
+        if let Err(e) = stores
+            .queue
+            .send(vaani_store::queues::CALL_EVENTS, &body, Some(&dedupe))
+            .await
+        {
+            tracing::warn!(error = %e, call_id = %event.call_id, "call-ended event not queued");
+        }
+    }
 }
 
 /// Starts the SIP side of the dev media node. The tenant of SIP calls without an
@@ -141,6 +250,7 @@ async fn start_sip(
     token_key: Arc<Vec<u8>>,
     active: Arc<AtomicU32>,
     registry: CallRegistry,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<SipNode> {
     let media_address = args.media_address.unwrap_or(args.sip.ip());
     if media_address.is_unspecified() {
@@ -167,6 +277,7 @@ async fn start_sip(
             AppKind::Echo => Arc::new(vaani_media::sipnode::app::EchoApp),
         },
         registry,
+        metrics,
     };
     SipNode::start(config).await.with_context(|| {
         format!(
@@ -182,31 +293,44 @@ pub const DEV_NODE: &str = "dev";
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 const HEARTBEAT_TTL_SECS: i64 = 30;
 
-/// Keep this node's registry entry fresh so answer webhooks route calls to it.
-async fn heartbeat(
+/// What the node's registry entry is made of.
+#[derive(Clone)]
+struct NodeEntry {
     stores: Stores,
-    ws_base: String,
+    ws_url: String,
     sip_uri: String,
     capacity: u32,
     active: Arc<AtomicU32>,
-) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    loop {
-        tick.tick().await;
+    metrics: Arc<Metrics>,
+}
+
+impl NodeEntry {
+    /// Writes the entry as it is now (draining or not).
+    async fn write(&self) {
         let now = chrono::Utc::now();
         let node = MediaNode {
             id: DEV_NODE.to_string(),
-            sip_uri: sip_uri.clone(),
-            ws_url: ws_base.clone(),
-            capacity,
-            active_calls: active.load(Ordering::Acquire),
-            draining: false,
+            sip_uri: self.sip_uri.clone(),
+            ws_url: self.ws_url.clone(),
+            capacity: self.capacity,
+            active_calls: self.active.load(Ordering::Acquire),
+            draining: self.metrics.is_draining(),
             last_heartbeat: now,
             expires_at: now + chrono::Duration::seconds(HEARTBEAT_TTL_SECS),
         };
-        if let Err(e) = stores.nodes.heartbeat(&node).await {
+        if let Err(e) = self.stores.nodes.heartbeat(&node).await {
             tracing::warn!(error = %e, "registry heartbeat failed");
         }
+    }
+}
+
+/// Keep this node's registry entry fresh so answer webhooks route calls to it (and, while
+/// draining, keep saying it drains).
+async fn heartbeat(entry: NodeEntry) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        tick.tick().await;
+        entry.write().await;
     }
 }
 

@@ -466,6 +466,30 @@ fn rust_uac_tone_and_dtmf_are_echoed() {
     let ok = uac.bye();
     assert_eq!((ok.status, ok.headers.cseq.method.as_str()), (200, "BYE"));
     call_record(&dev.addr, &uac.call_id, |r| r["end_reason"] == "remote_bye");
+    // The node's metrics: the caller's BYE ended it; its RTP was counted.
+    let m = |series: &str| metric(&dev.addr, series).unwrap_or_default();
+    assert_eq!(
+        m("vaani_calls_ended_total{transport=\"sip\",reason=\"caller_hangup\"}"),
+        "1"
+    );
+    assert_eq!(m("vaani_active_calls{transport=\"sip\"}"), "0");
+    let received: u64 = m("vaani_rtp_packets_received_total").parse().unwrap();
+    assert!(received >= 50, "{received} RTP packets counted");
+    assert_eq!(m("vaani_rtp_jitter_seconds_count"), "1");
+    // 200 to the INVITE (and its retransmissions, if any) and to the BYE.
+    let ok: u64 = m("vaani_sip_responses_sent_total{code=\"200\"}")
+        .parse()
+        .unwrap();
+    assert!(ok >= 2, "{ok}");
+}
+
+/// One series of the node's `/metrics`.
+fn metric(http: &str, series: &str) -> Option<String> {
+    get(http, "/metrics").lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')
+            .map(str::to_string)
+    })
 }
 
 #[test]
@@ -570,6 +594,14 @@ fn rtp_timeout_hangs_up_with_bye() {
     uac.send(std::str::from_utf8(&ok.to_bytes()).unwrap());
     let r = call_record(&dev.addr, &uac.call_id, |r| r["state"] == "ended");
     assert_eq!(r["end_reason"], "local_hangup: RTP timeout");
+    assert_eq!(
+        metric(
+            &dev.addr,
+            "vaani_calls_ended_total{transport=\"sip\",reason=\"rtp_timeout\"}"
+        )
+        .as_deref(),
+        Some("1")
+    );
 }
 
 /// Counts the node's RTP packets arriving in a window.
@@ -649,6 +681,10 @@ fn capacity_gives_503_with_retry_after() {
     let busy = second.invite(rtp.local_addr().unwrap(), "");
     assert_eq!(busy.status, 503);
     assert_eq!(busy.headers.get("Retry-After"), Some("5"));
+    assert_eq!(
+        metric(&dev.addr, "vaani_sip_responses_sent_total{code=\"503\"}").as_deref(),
+        Some("1")
+    );
     assert_eq!(first.bye().status, 200);
     // The slot is free again.
     let mut third = Uac::new(&dev.sip, "rust-uac-cap3@127.0.0.1");
@@ -660,7 +696,8 @@ fn capacity_gives_503_with_retry_after() {
 #[test]
 fn sigterm_hangs_up_calls_with_bye() {
     let data = tempfile::tempdir().unwrap();
-    let mut dev = start_dev(data.path().to_str().unwrap());
+    // The call outlives the drain: at its deadline the node hangs it up.
+    let mut dev = start_dev_with(data.path().to_str().unwrap(), &["--drain-timeout", "2"]);
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut uac = Uac::new(&dev.sip, "rust-uac-term@127.0.0.1");
     assert_eq!(uac.invite(rtp.local_addr().unwrap(), "").status, 200);
@@ -672,6 +709,16 @@ fn sigterm_hangs_up_calls_with_bye() {
         .status()
         .unwrap()
         .success());
+    // Draining: new calls are refused while the one up carries on.
+    let drained = Instant::now() + Duration::from_secs(5);
+    while !get(&dev.addr, "/metrics").contains("vaani_node_draining 1") {
+        assert!(Instant::now() < drained, "not draining");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut late = Uac::new(&dev.sip, "rust-uac-late-term@127.0.0.1");
+    let refused = late.invite(rtp.local_addr().unwrap(), "");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.headers.get("Retry-After"), Some("5"));
     let bye: Request = loop {
         if let SipMessage::Request(r) = uac.recv() {
             if r.method.as_str() == "BYE" {

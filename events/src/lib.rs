@@ -263,9 +263,80 @@ impl CallEventEnvelope {
     pub const VERSION: u32 = 1;
 }
 
+/// What a media node puts on the call-events queue when one of our calls (one that carries
+/// our call id) ends on it: how it reached the node and why it ended. Additive to
+/// [`CallEventEnvelope`]: consumers tell the two apart by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaCallEnded {
+    /// Always [`MediaCallEnded::KIND`].
+    pub kind: String,
+    /// Schema version of this envelope.
+    pub v: u32,
+    pub tenant: String,
+    pub call_id: String,
+    /// The media node's registry id.
+    pub node_id: String,
+    /// `stream` (provider media stream) or `sip`.
+    pub transport: String,
+    /// `caller_hangup`, `agent_hangup`, `rtp_timeout`, `max_duration`, `error` or `shutdown`.
+    pub reason: String,
+    pub ended_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+impl MediaCallEnded {
+    pub const KIND: &'static str = "media_call_ended";
+    pub const VERSION: u32 = 1;
+
+    /// The queue's deduplication id: the same for every report of this call's end on this
+    /// node over this transport, whatever its timing, so a resend is dropped.
+    pub fn dedupe_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            Self::KIND,
+            &self.tenant,
+            &self.call_id,
+            &self.node_id,
+            &self.transport,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_call_ended_dedupes_on_the_call_not_the_timing() {
+        let a = MediaCallEnded {
+            kind: MediaCallEnded::KIND.into(),
+            v: MediaCallEnded::VERSION,
+            tenant: "demo".into(),
+            call_id: "c1".into(),
+            node_id: "dev".into(),
+            transport: "sip".into(),
+            reason: "caller_hangup".into(),
+            ended_at: Utc::now(),
+            duration_ms: 1200,
+        };
+        let mut b = a.clone();
+        b.duration_ms = 1300;
+        b.reason = "shutdown".into();
+        assert_eq!(a.dedupe_id(), b.dedupe_id());
+        assert_eq!(a.dedupe_id().len(), 32);
+        b.call_id = "c2".into();
+        assert_ne!(a.dedupe_id(), b.dedupe_id());
+        let v = serde_json::to_value(&a).unwrap_or_default();
+        assert_eq!(v["kind"], "media_call_ended");
+        assert_eq!(v["transport"], "sip");
+        let back: Option<MediaCallEnded> = serde_json::from_value(v).ok();
+        assert_eq!(back, Some(a));
+    }
 
     #[test]
     fn provider_round_trips() {

@@ -9,9 +9,11 @@
 //! - [`streams`]: the providers' media-stream WebSocket protocols (Twilio, Exotel, Plivo, Telnyx);
 //! - [`sip`]: SIP messages, transactions and dialogs;
 //! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app;
-//! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end.
+//! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
+//! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
 
 pub mod codec;
+pub mod metrics;
 pub mod rtp;
 pub mod server;
 pub mod sip;

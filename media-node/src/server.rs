@@ -19,6 +19,7 @@ use futures::{SinkExt, StreamExt};
 use vaani_events::Provider;
 
 use crate::codec::{AudioFormat, CodecError, FrameDecoder, FrameEncoder, Reframer, FRAME_SAMPLES};
+use crate::metrics::{CallEnd, EndReason, Metrics, Transport};
 use crate::streams::{
     Dialect, Event, Exotel, Plivo, Session, SessionConfig, StartInfo, Telnyx, TokenAuth, Twilio,
 };
@@ -60,6 +61,10 @@ pub struct StreamServer {
     pub max_calls: u32,
     /// Streams open now (exported to the registry heartbeat and metrics).
     pub active: Arc<AtomicU32>,
+    /// The node's counters and draining flag: while draining, upgrades get 503.
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` when the node stops for good: open streams are closed.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The `/streams/{tenant}/{provider}` routes.
@@ -90,6 +95,15 @@ async fn upgrade(
     if !vaani_core::tenant::valid_id(&tenant) || provider == Provider::Signalwire {
         return (StatusCode::NOT_FOUND, "no such stream endpoint").into_response();
     }
+    if server.metrics.is_draining() {
+        tracing::info!(%provider, "stream refused: node draining");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            "media node draining",
+        )
+            .into_response();
+    }
     // Reserve a slot before upgrading, so the limit holds under a burst.
     let open = server.active.fetch_add(1, Ordering::AcqRel);
     let guard = ActiveGuard(server.active.clone());
@@ -111,19 +125,67 @@ async fn upgrade(
         cfg = cfg.with_query(q);
     }
     let app = server.app.clone();
+    let metrics = server.metrics.clone();
+    let closing = server.closing.clone();
     ws.on_upgrade(move |socket| async move {
         let _guard = guard;
-        let result = match provider {
-            Provider::Twilio => drive::<Twilio>(socket, cfg, app).await,
-            Provider::Exotel => drive::<Exotel>(socket, cfg, app).await,
-            Provider::Plivo => drive::<Plivo>(socket, cfg, app).await,
-            Provider::Telnyx => drive::<Telnyx>(socket, cfg, app).await,
-            Provider::Signalwire => Ok(()),
+        metrics.call_started(Transport::Stream);
+        let started_at = chrono::Utc::now();
+        let link = Link {
+            metrics: &metrics,
+            closing,
         };
-        if let Err(reason) = result {
+        let outcome = match provider {
+            Provider::Twilio => drive::<Twilio>(socket, cfg, app, link).await,
+            Provider::Exotel => drive::<Exotel>(socket, cfg, app, link).await,
+            Provider::Plivo => drive::<Plivo>(socket, cfg, app, link).await,
+            Provider::Telnyx => drive::<Telnyx>(socket, cfg, app, link).await,
+            Provider::Signalwire => Outcome::error(None, "no SignalWire streams".into()),
+        };
+        if let Some(reason) = &outcome.error {
             tracing::warn!(tenant = %tenant, %provider, %reason, "stream ended with an error");
         }
+        metrics.call_ended(CallEnd {
+            transport: Transport::Stream,
+            reason: outcome.reason,
+            call_id: outcome.call_id,
+            tenant: Some(tenant),
+            started_at,
+            ended_at: chrono::Utc::now(),
+        });
     })
+}
+
+/// What a stream's driver shares with the node.
+struct Link<'a> {
+    metrics: &'a Metrics,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How a stream ended.
+struct Outcome {
+    reason: EndReason,
+    /// Our call id, once the stream's `start` carried one.
+    call_id: Option<String>,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn ended(reason: EndReason, call_id: Option<String>) -> Self {
+        Outcome {
+            reason,
+            call_id,
+            error: None,
+        }
+    }
+
+    fn error(call_id: Option<String>, error: String) -> Self {
+        Outcome {
+            reason: EndReason::Error,
+            call_id,
+            error: Some(error),
+        }
+    }
 }
 
 /// WebSocket close code for a refused token (RFC 6455 §7.4.1: policy violation).
@@ -144,63 +206,88 @@ async fn close(
         .await;
 }
 
+/// Close code when the node shuts down with the stream still open (RFC 6455 §7.4.1: going
+/// away).
+const CLOSE_GOING_AWAY: u16 = 1001;
+
 /// Run one stream until it ends: the session decides what goes on the wire and when; the
 /// handler decides what audio to play.
 async fn drive<D: Dialect>(
     socket: WebSocket,
     cfg: SessionConfig,
     app: Arc<dyn MediaApp>,
-) -> Result<(), String> {
+    mut link: Link<'_>,
+) -> Outcome {
     let (mut tx, mut rx) = socket.split();
     let started = Instant::now();
     let mut session = Session::<D>::new(cfg, started, chrono::Utc::now());
     let mut handler: Option<Box<dyn CallHandler>> = None;
+    let mut call_id: Option<String> = None;
     let mut actions = Vec::new();
     loop {
         let now = Instant::now();
         while let Some(frame) = session.poll_transmit(now) {
-            tx.send(Message::Text(frame.into()))
-                .await
-                .map_err(|e| format!("send failed: {e}"))?;
+            if let Err(e) = tx.send(Message::Text(frame.into())).await {
+                return Outcome::error(call_id, format!("send failed: {e}"));
+            }
+            link.metrics.stream_frame_out();
         }
         if session.is_ended() {
             let _ = tx.close().await;
-            return Ok(());
+            return Outcome::ended(EndReason::CallerHangup, call_id);
+        }
+        if *link.closing.borrow() {
+            close(&mut tx, CLOSE_GOING_AWAY, "node shutting down").await;
+            return Outcome::ended(EndReason::Shutdown, call_id);
         }
         let sleep = session
             .next_deadline()
             .map(|d| tokio::time::sleep_until(tokio::time::Instant::from_std(d)));
+        let closing = async {
+            if link.closing.changed().await.is_err() {
+                // The node dropped its sender: it can no longer ask to close.
+                std::future::pending::<()>().await;
+            }
+        };
         let msg = match sleep {
             Some(sleep) => tokio::select! {
                 m = rx.next() => m,
                 () = sleep => continue,
+                () = closing => continue,
             },
-            None => rx.next().await,
+            None => tokio::select! {
+                m = rx.next() => m,
+                () = closing => continue,
+            },
         };
         let now = Instant::now();
         let events = match msg {
-            Some(Ok(Message::Text(text))) => match session.on_text(now, text.as_str()) {
-                Ok(events) => events,
-                Err(e) => {
-                    let code = if e.is_auth() {
-                        CLOSE_POLICY
-                    } else {
-                        CLOSE_PROTOCOL
-                    };
-                    close(&mut tx, code, e.code()).await;
-                    return Err(e.to_string());
+            Some(Ok(Message::Text(text))) => {
+                link.metrics.stream_frame_in();
+                match session.on_text(now, text.as_str()) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let code = if e.is_auth() {
+                            CLOSE_POLICY
+                        } else {
+                            CLOSE_PROTOCOL
+                        };
+                        close(&mut tx, code, e.code()).await;
+                        return Outcome::error(call_id, e.to_string());
+                    }
                 }
-            },
+            }
             Some(Ok(Message::Close(_))) | None => session.on_close(now),
             Some(Ok(_)) => continue, // ping/pong are answered by the library; binary is unused
             Some(Err(e)) => {
                 session.on_close(now);
-                return Err(format!("socket error: {e}"));
+                return Outcome::error(call_id, format!("socket error: {e}"));
             }
         };
         for event in &events {
             if let Event::Start(info) = event {
                 tracing::info!(provider = %D::PROVIDER, call_id = ?info.call_id, stream = %info.stream_id, "stream started");
+                call_id.clone_from(&info.call_id);
                 handler = Some(app.start(info));
             }
             if let Some(h) = handler.as_mut() {
@@ -224,7 +311,7 @@ async fn drive<D: Dialect>(
                 }
                 Action::Hangup => {
                     let _ = tx.close().await;
-                    return Ok(());
+                    return Outcome::ended(EndReason::AgentHangup, call_id);
                 }
             };
             if let Err(e) = result {
@@ -232,7 +319,7 @@ async fn drive<D: Dialect>(
             }
         }
         if matches!(events.last(), Some(Event::Stop { .. } | Event::Closed)) {
-            return Ok(());
+            return Outcome::ended(EndReason::CallerHangup, call_id);
         }
     }
 }

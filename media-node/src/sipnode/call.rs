@@ -8,9 +8,12 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
 use super::app::{AppAction, SipCall};
 use super::registry::CallRegistry;
 use super::SipCmd;
+use crate::metrics::{EndReason as CallEndReason, Metrics};
 use crate::rtp::session::{MediaEvent, RtpSession, DEFAULT_DTMF_DURATION};
 use crate::sip::sdp::Direction;
 use crate::sip::uas::CallHandle;
@@ -38,6 +41,17 @@ pub(super) struct CallTask {
     pub commands: mpsc::Receiver<MediaCmd>,
     pub sip: mpsc::Sender<SipCmd>,
     pub registry: CallRegistry,
+    pub metrics: Arc<Metrics>,
+    /// RTP counts already added to the node's metrics (the session's counters restart with a
+    /// codec change).
+    pub published: Published,
+}
+
+/// What a call's task has added to the node's RTP counters so far.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Published {
+    received: u64,
+    lost: u64,
 }
 
 impl CallTask {
@@ -75,6 +89,7 @@ impl CallTask {
                                 call: self.call,
                                 cause: 408,
                                 text: "RTP timeout".into(),
+                                reason: CallEndReason::RtpTimeout,
                             })
                             .await;
                     }
@@ -114,6 +129,8 @@ impl CallTask {
             }
         }
         self.publish();
+        self.metrics
+            .rtp_jitter(self.session.jitter().stats().jitter_duration());
     }
 
     fn renegotiate(
@@ -131,7 +148,12 @@ impl CallTask {
             cfg.remote = remote.or(cfg.remote);
             cfg.direction = direction;
             match RtpSession::new(now, cfg) {
-                Ok(s) => self.session = s,
+                Ok(s) => {
+                    // The new session counts from zero.
+                    self.publish();
+                    self.published = Published::default();
+                    self.session = s;
+                }
                 Err(e) => {
                     tracing::warn!(call = self.call.as_u64(), error = %e, "codec change failed")
                 }
@@ -141,8 +163,17 @@ impl CallTask {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let c = self.session.counters();
+        let lost = u64::try_from(self.session.jitter().stats().cumulative_lost()).unwrap_or(0);
+        self.metrics
+            .rtp_received(c.received.saturating_sub(self.published.received));
+        self.metrics
+            .rtp_lost(lost.saturating_sub(self.published.lost));
+        self.published = Published {
+            received: c.received.max(self.published.received),
+            lost: lost.max(self.published.lost),
+        };
         self.registry.update(self.call.as_u64(), |r| {
             r.rtp_received = c.received;
             r.rtp_sent = c.sent;
@@ -168,6 +199,7 @@ impl CallTask {
                             call: self.call,
                             cause: 200,
                             text,
+                            reason: CallEndReason::AgentHangup,
                         })
                         .await;
                 }

@@ -31,6 +31,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::AudioFormat;
+use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport};
 use crate::rtp::session::{RtpSession, SessionConfig};
 use crate::sip::sdp::{self, Codec, Direction, LocalMedia, SdpError, SessionDescription};
 use crate::sip::transaction::Timers;
@@ -65,6 +66,8 @@ pub struct SipNodeConfig {
     pub codecs: Vec<Codec>,
     pub app: Arc<dyn SipApp>,
     pub registry: CallRegistry,
+    /// The node's counters and draining flag: while draining, INVITEs get `503`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why the node did not start.
@@ -88,6 +91,8 @@ pub(crate) enum SipCmd {
         call: CallHandle,
         cause: u16,
         text: String,
+        /// What the call's end is counted as.
+        reason: CallEndReason,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -292,6 +297,11 @@ struct CallEntry {
     port: u16,
     sdp_session_id: u64,
     sdp_version: u64,
+    /// Why we hung up, once we did.
+    hangup: Option<CallEndReason>,
+    call_id: Option<String>,
+    tenant: Option<String>,
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 struct Driver {
@@ -327,11 +337,14 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "SIP receive failed"),
                 },
                 cmd = self.commands.recv() => match cmd {
-                    Some(SipCmd::Hangup { call, cause, text }) => {
-                        let _ = self.uas.hangup(Instant::now(), call, cause, &text);
+                    Some(SipCmd::Hangup { call, cause, text, reason }) => {
+                        self.hang_up(Instant::now(), call, cause, &text, reason);
                     }
                     Some(SipCmd::Shutdown(done)) => {
                         tracing::info!(calls = self.uas.active_calls(), "SIP shutting down: hanging up every call");
+                        for entry in self.calls.values_mut() {
+                            entry.hangup.get_or_insert(CallEndReason::Shutdown);
+                        }
                         self.uas.hangup_all(Instant::now(), 503, "node shutting down");
                         self.shutdown = Some(done);
                     }
@@ -349,6 +362,7 @@ impl Driver {
         while let Some(out) = self.uas.poll_output() {
             match out {
                 UasOutput::Transmit { to, data } => {
+                    self.config.metrics.sip_datagram_sent(&data);
                     if let Err(e) = self.socket.send_to(&data, to).await {
                         tracing::debug!(%to, error = %e, "SIP send failed");
                     }
@@ -391,7 +405,8 @@ impl Driver {
         invite: &Request,
         source: SocketAddr,
     ) {
-        if self.shutdown.is_some() {
+        if self.shutdown.is_some() || self.config.metrics.is_draining() {
+            tracing::info!(%source, "INVITE refused: node draining");
             return self.reject(now, call, 503, &[("Retry-After", "5")]);
         }
         // Capacity: reserve a slot first so a burst cannot overshoot.
@@ -485,15 +500,20 @@ impl Driver {
             started_at: chrono::Utc::now().to_rfc3339(),
             ended_at: None,
         });
+        self.config.metrics.call_started(Transport::Sip);
         self.calls.insert(
             call,
             CallEntry {
                 media: None,
                 plan: None,
+                call_id: info.call_id.clone(),
+                tenant: info.tenant.clone(),
                 waiting: Some((socket, info)),
                 port,
                 sdp_session_id: session_id,
                 sdp_version: 1,
+                hangup: None,
+                started_at: chrono::Utc::now(),
             },
         );
         if let Some(plan) = plan {
@@ -521,7 +541,7 @@ impl Driver {
             Ok(plan) => self.start_media(now, call, plan),
             Err(error) => {
                 tracing::info!(call = %call, %error, "no usable SDP answer in the ACK");
-                let _ = self.uas.hangup(now, call, 488, "no usable SDP answer");
+                self.hang_up(now, call, 488, "no usable SDP answer", CallEndReason::Error);
             }
         }
     }
@@ -557,7 +577,7 @@ impl Driver {
             Ok(s) => s,
             Err(error) => {
                 tracing::warn!(call = %call, %error, "media setup failed");
-                let _ = self.uas.hangup(now, call, 500, "media setup failed");
+                self.hang_up(now, call, 500, "media setup failed", CallEndReason::Error);
                 return;
             }
         };
@@ -575,6 +595,8 @@ impl Driver {
             commands: media_rx,
             sip: self.self_tx.clone(),
             registry: self.config.registry.clone(),
+            metrics: self.config.metrics.clone(),
+            published: Default::default(),
         };
         tokio::spawn(task.run());
         entry.media = Some(media_tx);
@@ -657,17 +679,57 @@ impl Driver {
         }
     }
 
+    /// Hangs `call` up (BYE), remembering what its end counts as.
+    fn hang_up(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        cause: u16,
+        text: &str,
+        reason: CallEndReason,
+    ) {
+        if self.uas.hangup(now, call, cause, text).is_ok() {
+            if let Some(entry) = self.calls.get_mut(&call) {
+                entry.hangup.get_or_insert(reason);
+            }
+        }
+    }
+
     fn on_ended(&mut self, call: CallHandle, reason: &EndReason) {
         let label = match reason {
             EndReason::LocalHangup { text, .. } => format!("local_hangup: {text}"),
             EndReason::Rejected(status) => format!("rejected: {status}"),
             other => other.code().to_string(),
         };
-        tracing::info!(call = %call, reason = %label, "call ended");
-        if self.calls.remove(&call).is_some() {
+        tracing::debug!(call = %call, reason = %label, "SIP dialog ended");
+        if let Some(entry) = self.calls.remove(&call) {
             // Dropping the command channel stops the media task.
             self.config.active.fetch_sub(1, Ordering::AcqRel);
             self.config.registry.end(call.as_u64(), &label);
+            let counted = end_reason(reason, entry.hangup);
+            self.config.metrics.call_ended(CallEnd {
+                transport: Transport::Sip,
+                reason: counted,
+                call_id: entry.call_id,
+                tenant: entry.tenant,
+                started_at: entry.started_at,
+                ended_at: chrono::Utc::now(),
+            });
+        }
+    }
+}
+
+/// What an accepted call's end counts as: our own hang-up says why we hung up; otherwise the
+/// caller ended it (BYE, CANCEL) or the dialog failed (no ACK).
+fn end_reason(ended: &EndReason, hangup: Option<CallEndReason>) -> CallEndReason {
+    match (ended, hangup) {
+        (EndReason::RemoteBye | EndReason::Cancelled, _) => CallEndReason::CallerHangup,
+        (_, Some(reason)) => reason,
+        (EndReason::LocalHangup { cause: 408, .. }, None) => CallEndReason::RtpTimeout,
+        (EndReason::LocalHangup { cause: 503, .. }, None) => CallEndReason::Shutdown,
+        (EndReason::LocalHangup { cause: 200, .. }, None) => CallEndReason::AgentHangup,
+        (EndReason::LocalHangup { .. } | EndReason::AckTimeout | EndReason::Rejected(_), None) => {
+            CallEndReason::Error
         }
     }
 }
