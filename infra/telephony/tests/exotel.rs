@@ -2,41 +2,27 @@
 //! parsing against fixtures, the Voicebot dynamic-URL answer, and the REST client against a
 //! local server.
 
-use std::collections::VecDeque;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod support;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::IntoResponse;
-use base64::Engine;
-use chrono::{TimeZone, Utc};
+use std::net::IpAddr;
+
+use axum::http::Method;
+use chrono::Utc;
 use proptest::prelude::*;
 use vaani_core::{AnswerAction, AnswerPlan};
 use vaani_events::{CallEvent, CallStatus, Direction, Provider};
 use vaani_telephony::exotel::{self, ExotelClient};
 use vaani_telephony::{
-    CallControl, OutboundCall, RedirectTarget, RenderError, RestConfig, RestError, VerifyConfig,
-    VerifyError, WebhookRequest,
+    CallControl, OutboundCall, RedirectTarget, RenderError, RestError, VerifyConfig, VerifyError,
+    WebhookRequest,
 };
 
-const FORM: &str = "application/x-www-form-urlencoded";
+use support::{basic, form_pairs, form_raw, ist, pairs, seen, Mock, FORM};
+
 const SECRET: &str = "t0k3n-for-tenant-1";
 
 fn sample(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../events/samples/exotel/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn form_raw(body: &[u8]) -> serde_json::Map<String, serde_json::Value> {
-    form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
-        .collect()
+    support::sample("exotel", name)
 }
 
 fn json_raw(body: &[u8]) -> serde_json::Map<String, serde_json::Value> {
@@ -46,13 +32,6 @@ fn json_raw(body: &[u8]) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
-fn ist(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
-        .single()
-        .unwrap_or_default()
-        - chrono::Duration::minutes(330)
-}
-
 fn utc_ms(s: &str) -> chrono::DateTime<Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&Utc))
@@ -60,17 +39,10 @@ fn utc_ms(s: &str) -> chrono::DateTime<Utc> {
 }
 
 fn request(url: &str, headers: &[(&str, &str)], ip: Option<&str>) -> WebhookRequest {
-    let mut h = http::HeaderMap::new();
-    for (k, v) in headers {
-        h.append(
-            http::header::HeaderName::from_bytes(k.as_bytes()).unwrap_or(http::header::WARNING),
-            http::HeaderValue::from_str(v).unwrap_or(http::HeaderValue::from_static("x")),
-        );
-    }
     WebhookRequest {
         method: Method::POST,
         url: url.to_string(),
-        headers: h,
+        headers: support::header_map(headers),
         body: bytes::Bytes::from_static(b"CallSid=abc&Status=completed"),
         source_ip: ip.and_then(|s| s.parse::<IpAddr>().ok()),
     }
@@ -78,13 +50,6 @@ fn request(url: &str, headers: &[(&str, &str)], ip: Option<&str>) -> WebhookRequ
 
 fn cfg() -> VerifyConfig {
     VerifyConfig::new(SECRET, Utc::now())
-}
-
-fn basic(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
 }
 
 const URL: &str = "https://hooks.vaani.example/exotel/status/t1";
@@ -559,82 +524,13 @@ fn render_voicebot_limits_and_unsupported() {
 // REST client against a local server
 // ------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    auth: Option<String>,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-#[derive(Clone)]
-struct Mock {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    replies: Arc<Mutex<VecDeque<(u16, String)>>>,
-}
-
-async fn record(
-    State(m): State<Mock>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    if let Ok(mut seen) = m.seen.lock() {
-        seen.push(Seen {
-            method: method.to_string(),
-            path: uri.path().to_string(),
-            auth: h("authorization"),
-            content_type: h("content-type"),
-            body: body.to_vec(),
-        });
-    }
-    let (status, body) = m
-        .replies
-        .lock()
-        .ok()
-        .and_then(|mut r| r.pop_front())
-        .unwrap_or((500, "{}".into()));
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body,
-    )
-}
-
-async fn mock(replies: &[(u16, &str)]) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let m = Mock {
-        seen: Arc::new(Mutex::new(Vec::new())),
-        replies: Arc::new(Mutex::new(
-            replies.iter().map(|(s, b)| (*s, b.to_string())).collect(),
-        )),
-    };
-    let seen = m.seen.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"));
-    let app = axum::Router::new().fallback(record).with_state(m);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), seen)
+async fn mock(replies: &[(u16, &str)]) -> (String, Mock) {
+    support::serve(replies, (500, "{}"), None).await
 }
 
 fn client(base: &str) -> ExotelClient {
-    let mut cfg = RestConfig::new(base, "vaani1", "api-token");
+    let mut cfg = support::fast_rest(base, "vaani1", "api-token");
     cfg.api_key = "api-key".into();
-    cfg.backoff_base = Duration::from_millis(1);
-    cfg.backoff_max = Duration::from_millis(5);
-    cfg.timeout = Duration::from_secs(5);
     ExotelClient::new(cfg).unwrap_or_else(|e| panic!("client: {e}"))
 }
 
@@ -649,22 +545,6 @@ fn outbound(answer_url: &str) -> OutboundCall {
         machine_detection: false,
         idempotency_key: "call-0001".into(),
     }
-}
-
-fn seen(s: &Arc<Mutex<Vec<Seen>>>) -> Vec<Seen> {
-    s.lock().map(|v| v.clone()).unwrap_or_default()
-}
-
-fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 const CONNECTED: &str = r#"{"Call":{"Sid":"b6cfaf5f5cef3ca0fc937749ef960e25","AccountSid":"vaani1","Status":"in-progress","Direction":"outbound-api"}}"#;

@@ -1,49 +1,27 @@
 //! Plivo: signature V3 (PROVIDERS.md vectors), webhook parsing against fixtures, Plivo XML
 //! answers, and the REST client against a local server.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod support;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::http::Method;
 use base64::Engine;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use vaani_core::{AnswerAction, AnswerPlan};
 use vaani_events::{CallEvent, CallStatus, Direction, Provider};
 use vaani_telephony::plivo::{self, PlivoClient};
 use vaani_telephony::{
-    CallControl, OutboundCall, ParseError, RedirectTarget, RenderError, RestConfig, RestError,
-    VerifyConfig, VerifyError, WebhookRequest,
+    CallControl, OutboundCall, ParseError, RedirectTarget, RenderError, RestError, VerifyConfig,
+    VerifyError, WebhookRequest,
 };
 
+use support::{basic, form_raw, ist, seen, Mock, FORM};
+
 const TOKEN: &str = "MAXXXXXXXXXXXXXXXXXX_token";
-const FORM: &str = "application/x-www-form-urlencoded";
 
 fn sample(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../events/samples/plivo/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn form_raw(body: &[u8]) -> serde_json::Map<String, serde_json::Value> {
-    form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
-        .collect()
-}
-
-fn ist(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> chrono::DateTime<Utc> {
-    // IST is UTC+05:30.
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
-        .single()
-        .unwrap_or_default()
-        - chrono::Duration::minutes(330)
+    support::sample("plivo", name)
 }
 
 fn request(
@@ -53,13 +31,7 @@ fn request(
     ct: Option<&str>,
     body: &[u8],
 ) -> WebhookRequest {
-    let mut h = http::HeaderMap::new();
-    for (k, v) in headers {
-        h.append(
-            http::header::HeaderName::from_bytes(k.as_bytes()).unwrap_or(http::header::WARNING),
-            http::HeaderValue::from_str(v).unwrap_or(http::HeaderValue::from_static("x")),
-        );
-    }
+    let mut h = support::header_map(headers);
     if let Some(ct) = ct {
         h.insert(
             http::header::CONTENT_TYPE,
@@ -928,82 +900,12 @@ fn render_refuses_what_plivo_would_drop() {
 // REST client against a local server
 // ------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    auth: Option<String>,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-#[derive(Clone)]
-struct Mock {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    replies: Arc<Mutex<VecDeque<(u16, String)>>>,
-}
-
-async fn record(
-    State(m): State<Mock>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    if let Ok(mut seen) = m.seen.lock() {
-        seen.push(Seen {
-            method: method.to_string(),
-            path: uri.path().to_string(),
-            auth: h("authorization"),
-            content_type: h("content-type"),
-            body: body.to_vec(),
-        });
-    }
-    let (status, body) = m
-        .replies
-        .lock()
-        .ok()
-        .and_then(|mut r| r.pop_front())
-        .unwrap_or((500, "{}".into()));
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-}
-
-async fn mock(replies: &[(u16, &str)]) -> (String, Arc<Mutex<Vec<Seen>>>) {
-    let m = Mock {
-        seen: Arc::new(Mutex::new(Vec::new())),
-        replies: Arc::new(Mutex::new(
-            replies.iter().map(|(s, b)| (*s, b.to_string())).collect(),
-        )),
-    };
-    let seen = m.seen.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("addr: {e}"));
-    let app = axum::Router::new().fallback(record).with_state(m);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), seen)
+async fn mock(replies: &[(u16, &str)]) -> (String, Mock) {
+    support::serve(replies, (500, "{}"), Some("application/json")).await
 }
 
 fn client(base: &str) -> PlivoClient {
-    let mut cfg = RestConfig::new(base, "MAXXXXXXXXXXXXXXXXXX", "secret-token");
-    cfg.backoff_base = Duration::from_millis(1);
-    cfg.backoff_max = Duration::from_millis(5);
-    cfg.timeout = Duration::from_secs(5);
+    let cfg = support::fast_rest(base, "MAXXXXXXXXXXXXXXXXXX", "secret-token");
     PlivoClient::new(cfg).unwrap_or_else(|e| panic!("client: {e}"))
 }
 
@@ -1018,17 +920,6 @@ fn outbound() -> OutboundCall {
         machine_detection: true,
         idempotency_key: "call-0001".into(),
     }
-}
-
-fn seen(s: &Arc<Mutex<Vec<Seen>>>) -> Vec<Seen> {
-    s.lock().map(|v| v.clone()).unwrap_or_default()
-}
-
-fn basic(user: &str, pass: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
 }
 
 const FIRED: &str = r#"{"message":"call fired","request_uuid":"9834029e-58b6-11e1-b8b7-a5bd0e4e126f","api_id":"97ceeb52-58b6-11e1-86da-77300b68f8bb"}"#;

@@ -3,51 +3,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::IntoResponse;
 use base64::Engine;
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
-use serde_json::{Map, Value};
 use vaani_core::{AnswerAction, AnswerPlan};
 use vaani_events::{CallEvent, CallStatus, Direction, Provider};
 use vaani_telephony::rest::{CallControl, OutboundCall, RedirectTarget, RestConfig};
 use vaani_telephony::signalwire::{self, SignalWireClient};
 use vaani_telephony::{twilio, VerifyConfig, VerifyError, WebhookRequest};
 
-const SAMPLES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../events/samples/signalwire/"
-);
-const FORM: &str = "application/x-www-form-urlencoded";
+use support::{form_body, form_raw, pairs, seen, FORM};
 
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{SAMPLES}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn form_raw(body: &[u8]) -> Map<String, Value> {
-    form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect()
-}
-
-fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn form_body(p: &[(String, String)]) -> Bytes {
-    Bytes::from(
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(p.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .finish(),
-    )
+    support::sample("signalwire", name)
 }
 
 fn request(
@@ -353,41 +327,14 @@ fn cxml_matches_twiml() {
 // REST
 // ---------------------------------------------------------------------------------------------
 
-type Hits = Arc<Mutex<Vec<(String, Option<String>, Vec<(String, String)>)>>>;
-
-async fn handler(
-    State(hits): State<Hits>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    hits.lock().unwrap().push((
-        uri.path().to_string(),
-        auth,
-        form_urlencoded::parse(&body).into_owned().collect(),
-    ));
-    (
-        StatusCode::CREATED,
-        [("content-type", "application/json")],
-        r#"{"sid":"5c1e9e0a-8d6f-4b7e-9a3c-2f1d0e9b8a7c"}"#,
-    )
-}
-
 #[tokio::test]
 async fn rest_paths_and_auth() {
-    let hits: Hits = Arc::default();
-    let app = axum::Router::new()
-        .fallback(handler)
-        .with_state(hits.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (base, mock) = support::serve(
+        &[],
+        (201, r#"{"sid":"5c1e9e0a-8d6f-4b7e-9a3c-2f1d0e9b8a7c"}"#),
+        Some("application/json"),
+    )
+    .await;
     let project = "7f3c2a1e-5b4d-4c6e-8f90-1a2b3c4d5e6f";
     let mut rc = RestConfig::new(&base, project, "PTapitoken");
     rc.backoff_base = Duration::from_millis(1);
@@ -412,26 +359,25 @@ async fn rest_paths_and_auth() {
     .await
     .unwrap();
 
-    let hits = hits.lock().unwrap().clone();
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{project}:PTapitoken"))
-    );
+    let hits = seen(&mock);
+    let basic = support::basic(project, "PTapitoken");
     assert_eq!(hits.len(), 3);
     assert_eq!(
-        hits[0].0,
+        hits[0].path,
         format!("/api/laml/2010-04-01/Accounts/{project}/Calls.json")
     );
     let call_path = format!(
         "/api/laml/2010-04-01/Accounts/{project}/Calls/{}.json",
         r.provider_call_id
     );
-    assert_eq!(hits[1].0, call_path);
-    assert_eq!(hits[2].0, call_path);
-    assert!(hits.iter().all(|h| h.1.as_deref() == Some(basic.as_str())));
+    assert_eq!(hits[1].path, call_path);
+    assert_eq!(hits[2].path, call_path);
+    assert!(hits
+        .iter()
+        .all(|h| h.auth.as_deref() == Some(basic.as_str())));
     let get = |k: &str| {
         hits[0]
-            .2
+            .form
             .iter()
             .filter(|(n, _)| n == k)
             .map(|(_, v)| v.clone())
@@ -447,7 +393,7 @@ async fn rest_paths_and_auth() {
     );
     assert_eq!(get("Timeout"), ["25"]);
     assert!(get("MachineDetection").is_empty());
-    assert_eq!(hits[1].2, pairs(&[("Status", "completed")]));
+    assert_eq!(hits[1].form, pairs(&[("Status", "completed")]));
 }
 
 #[test]

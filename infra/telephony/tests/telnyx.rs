@@ -1,8 +1,8 @@
 //! Telnyx: signatures, Call Control and TeXML webhooks (fixtures in events/samples/telnyx),
 //! TeXML answer documents, and Call Control REST against a local server.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
@@ -16,6 +16,7 @@ use quick_xml::events::Event;
 use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
+use support::{seen, Mock};
 use vaani_core::{AnswerAction, AnswerPlan};
 use vaani_events::{CallEvent, CallStatus, Direction, Provider};
 use vaani_telephony::telnyx::{self, TelnyxClient, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -28,11 +29,7 @@ const CALL_ID: &str = "01J9ZK3M8Q4V6W2X5Y7A1B3C4D";
 const CCID: &str = "v3:Rzae0d1JdOKdwLbuRkvxHZ2rQ3T6eZ5Ob9XkN4bY1mFqvC7a2TwQg";
 
 fn sample(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../../events/samples/telnyx/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    support::sample("telnyx", name)
 }
 
 fn json_map(bytes: &[u8]) -> Map<String, Value> {
@@ -1115,83 +1112,13 @@ proptest! {
 // REST call control against a local server
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    auth: Option<String>,
-    content_type: Option<String>,
-    body: Value,
-}
-
-#[derive(Clone, Default)]
-struct Script {
-    replies: Arc<Mutex<VecDeque<(u16, String)>>>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-async fn handler(
-    axum::extract::State(s): axum::extract::State<Script>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> (axum::http::StatusCode, String) {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    s.seen.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
-        method: method.to_string(),
-        path: uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
-        auth: h("authorization"),
-        content_type: h("content-type"),
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    });
-    let (status, reply) = s
-        .replies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop_front()
-        .unwrap_or((500, "script ran out".into()));
-    (
-        axum::http::StatusCode::from_u16(status)
-            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
-        reply,
-    )
-}
-
-async fn server(replies: &[(u16, &str)]) -> (String, Script) {
-    let script = Script::default();
-    script
-        .replies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(replies.iter().map(|(s, b)| (*s, b.to_string())));
-    let app = axum::Router::new()
-        .fallback(handler)
-        .with_state(script.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), script)
+async fn server(replies: &[(u16, &str)]) -> (String, Mock) {
+    support::serve(replies, (500, "script ran out"), None).await
 }
 
 fn client(base: &str, max_retries: u32) -> TelnyxClient {
-    let mut cfg = RestConfig::new(base, "conn-1684641123", "KEY0123secret");
+    let mut cfg = support::fast_rest(base, "conn-1684641123", "KEY0123secret");
     cfg.max_retries = max_retries;
-    cfg.backoff_base = Duration::from_millis(1);
-    cfg.backoff_max = Duration::from_millis(5);
-    cfg.timeout = Duration::from_secs(5);
     TelnyxClient::new(cfg).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -1210,10 +1137,6 @@ fn outbound() -> OutboundCall {
 
 const DIAL_OK: &str = r#"{"data":{"call_control_id":"v3:new-call","call_leg_id":"2dc6fc34-f9e0-11ea-b68e-02420a0f7768","call_session_id":"2dc1b3c8-f9e0-11ea-bc5a-02420a0f7768","is_alive":false,"record_type":"call"}}"#;
 
-fn seen(s: &Script) -> Vec<Seen> {
-    s.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
 #[tokio::test]
 async fn originate_posts_a_dial_command() {
     let (base, script) = server(&[(200, DIAL_OK)]).await;
@@ -1225,14 +1148,17 @@ async fn originate_posts_a_dial_command() {
     let seen = seen(&script);
     assert_eq!(seen.len(), 1);
     let r = &seen[0];
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v2/calls"));
+    assert_eq!(
+        (r.method.as_str(), r.path_and_query.as_str()),
+        ("POST", "/v2/calls")
+    );
     assert_eq!(r.auth.as_deref(), Some("Bearer KEY0123secret"));
     assert!(r
         .content_type
         .as_deref()
         .is_some_and(|c| c.starts_with("application/json")));
     assert_eq!(
-        r.body,
+        r.json,
         json!({
             "connection_id": "conn-1684641123",
             "to": "+919876543210",
@@ -1246,7 +1172,7 @@ async fn originate_posts_a_dial_command() {
     );
     // What we put in client_state comes back out of the webhooks as our call id.
     let hook = json!({"data": {"event_type": "call.answered",
-        "payload": {"call_control_id": "v3:new-call", "client_state": r.body["client_state"]}}});
+        "payload": {"call_control_id": "v3:new-call", "client_state": r.json["client_state"]}}});
     assert_eq!(
         parse_json(&serde_json::to_vec(&hook).unwrap_or_default())
             .call_id
@@ -1267,7 +1193,7 @@ async fn originate_minimal_and_clamped() {
         .originate(&call)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let body = &seen(&script)[0].body;
+    let body = &seen(&script)[0].json;
     assert_eq!(
         body["webhook_url"],
         json!(format!("https://h.example/s?vaani_call_id={CALL_ID}"))
@@ -1296,7 +1222,7 @@ async fn retries_on_429_and_5xx_then_succeeds() {
     // Every attempt is the same request, command_id included, so Telnyx dials once.
     assert!(seen
         .iter()
-        .all(|s| s.body == seen[0].body && s.path == "/v2/calls"));
+        .all(|s| s.json == seen[0].json && s.path_and_query == "/v2/calls"));
 }
 
 #[tokio::test]
@@ -1362,14 +1288,17 @@ async fn hangup_posts_an_idempotent_command() {
     c.hangup(CCID).await.unwrap_or_else(|e| panic!("{e}"));
     let seen = seen(&script);
     assert_eq!(seen[0].method, "POST");
-    assert_eq!(seen[0].path, format!("/v2/calls/{CCID}/actions/hangup"));
+    assert_eq!(
+        seen[0].path_and_query,
+        format!("/v2/calls/{CCID}/actions/hangup")
+    );
     assert_eq!(seen[0].auth.as_deref(), Some("Bearer KEY0123secret"));
-    let cmd = seen[0].body["command_id"]
+    let cmd = seen[0].json["command_id"]
         .as_str()
         .unwrap_or_default()
         .to_string();
     assert!(cmd.starts_with("vaani-hangup-"), "{cmd}");
-    assert_eq!(seen[1].body, seen[0].body);
+    assert_eq!(seen[1].json, seen[0].json);
     assert!(matches!(c.hangup("").await, Err(RestError::Invalid(_))));
 }
 
@@ -1381,7 +1310,7 @@ async fn call_ids_cannot_escape_their_path_segment() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        seen(&script)[0].path,
+        seen(&script)[0].path_and_query,
         "/v2/calls/..%2F..%2Fv2%2Fother%3Fx=1/actions/hangup"
     );
     for id in [".", ".."] {
@@ -1404,7 +1333,7 @@ async fn base_url_path_prefix_is_kept() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        seen(&script)[0].path,
+        seen(&script)[0].path_and_query,
         "/proxy/telnyx/v2/calls/cc1/actions/hangup"
     );
 }
@@ -1417,9 +1346,12 @@ async fn transfer_and_redirect() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let r = &seen(&script)[0];
-    assert_eq!(r.path, format!("/v2/calls/{CCID}/actions/transfer"));
-    assert_eq!(r.body["to"], json!("+919812345678"));
-    assert!(r.body["command_id"]
+    assert_eq!(
+        r.path_and_query,
+        format!("/v2/calls/{CCID}/actions/transfer")
+    );
+    assert_eq!(r.json["to"], json!("+919812345678"));
+    assert!(r.json["command_id"]
         .as_str()
         .is_some_and(|s| s.starts_with("vaani-transfer-")));
     match c

@@ -4,16 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod support;
+
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::IntoResponse;
-use base64::Engine;
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
@@ -23,32 +20,10 @@ use vaani_telephony::rest::{CallControl, OutboundCall, RedirectTarget, RestConfi
 use vaani_telephony::twilio::{self, TwilioClient};
 use vaani_telephony::{ParseError, RenderError, VerifyConfig, VerifyError, WebhookRequest};
 
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/samples/twilio/");
-const FORM: &str = "application/x-www-form-urlencoded";
+use support::{form_body, form_raw, pairs, seen, Mock, FORM};
 
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{SAMPLES}{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// The fixture's pairs as the `raw` map, computed independently of the parser.
-fn form_raw(body: &[u8]) -> Map<String, Value> {
-    form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect()
-}
-
-fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-    p.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn form_body(p: &[(String, String)]) -> Bytes {
-    Bytes::from(
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(p.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .finish(),
-    )
+    support::sample("twilio", name)
 }
 
 fn request(
@@ -732,83 +707,25 @@ fn twiml_reject() {
 // REST call control against a local server
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-struct Hit {
-    method: Method,
-    path: String,
-    auth: Option<String>,
-    idempotency: Option<String>,
-    content_type: Option<String>,
-    form: Vec<(String, String)>,
-}
-
-#[derive(Clone, Default)]
-struct Fake {
-    hits: Arc<Mutex<Vec<Hit>>>,
-    /// Statuses to answer with, in order; 200 when exhausted.
-    statuses: Arc<Mutex<VecDeque<u16>>>,
-}
-
-async fn fake_handler(
-    State(fake): State<Fake>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let h = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    fake.hits.lock().unwrap().push(Hit {
-        method,
-        path: uri.path().to_string(),
-        auth: h("authorization"),
-        idempotency: h("i-twilio-idempotency-token"),
-        content_type: h("content-type"),
-        form: form_urlencoded::parse(&body).into_owned().collect(),
-    });
-    let status = fake.statuses.lock().unwrap().pop_front().unwrap_or(200);
-    let body = if status < 300 {
-        r#"{"sid":"CA0f1e2d3c4b5a69788796a5b4c3d2e1f0","status":"queued"}"#
-    } else {
-        r#"{"code":20003,"message":"nope","status":400}"#
-    };
-    (
-        StatusCode::from_u16(status).unwrap(),
-        [("content-type", "application/json")],
-        body,
-    )
-}
-
-async fn start_fake(statuses: &[u16]) -> (Fake, String) {
-    let fake = Fake::default();
-    fake.statuses
-        .lock()
-        .unwrap()
-        .extend(statuses.iter().copied());
-    let app = axum::Router::new()
-        .fallback(fake_handler)
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (fake, format!("http://{addr}"))
+/// Answers with `statuses` in order, then 200; a Twilio call resource below 300, an error above.
+async fn start_fake(statuses: &[u16]) -> (Mock, String) {
+    const CALL: &str = r#"{"sid":"CA0f1e2d3c4b5a69788796a5b4c3d2e1f0","status":"queued"}"#;
+    const ERROR: &str = r#"{"code":20003,"message":"nope","status":400}"#;
+    let replies: Vec<(u16, &str)> = statuses
+        .iter()
+        .map(|&s| (s, if s < 300 { CALL } else { ERROR }))
+        .collect();
+    let (base, fake) = support::serve(&replies, (200, CALL), Some("application/json")).await;
+    (fake, base)
 }
 
 const ACCOUNT: &str = "AC3f9e5b1c7a2d4e6f8091a2b3c4d5e6f7";
 const TOKEN: &str = "s3cr3t-auth-token";
 
 fn client(base: &str) -> TwilioClient {
-    let mut cfg = RestConfig::new(base, ACCOUNT, TOKEN);
+    let mut cfg = support::fast_rest(base, ACCOUNT, TOKEN);
     cfg.max_retries = 3;
     cfg.backoff_base = Duration::from_millis(2);
-    cfg.backoff_max = Duration::from_millis(5);
-    cfg.timeout = Duration::from_secs(5);
     TwilioClient::new(cfg).unwrap()
 }
 
@@ -826,10 +743,7 @@ fn outbound() -> OutboundCall {
 }
 
 fn basic() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{TOKEN}"))
-    )
+    support::basic(ACCOUNT, TOKEN)
 }
 
 #[tokio::test]
@@ -837,7 +751,7 @@ async fn originate_retries_429_then_succeeds() {
     let (fake, base) = start_fake(&[429, 201]).await;
     let r = client(&base).originate(&outbound()).await.unwrap();
     assert_eq!(r.provider_call_id, "CA0f1e2d3c4b5a69788796a5b4c3d2e1f0");
-    let hits = fake.hits.lock().unwrap().clone();
+    let hits = seen(&fake);
     assert_eq!(hits.len(), 2, "one retry after 429");
     for hit in &hits {
         assert_eq!(hit.method, Method::POST);
@@ -884,7 +798,7 @@ async fn originate_400_is_not_retried() {
     );
     assert!(!err.is_retryable());
     assert!(!err.to_string().contains(TOKEN));
-    assert_eq!(fake.hits.lock().unwrap().len(), 1);
+    assert_eq!(seen(&fake).len(), 1);
 }
 
 #[tokio::test]
@@ -892,7 +806,7 @@ async fn server_errors_give_up_after_max_retries() {
     let (fake, base) = start_fake(&[503, 503, 503, 503, 503]).await;
     let err = client(&base).hangup("CA1").await.unwrap_err();
     assert!(matches!(err, RestError::Status { status: 503, .. }));
-    assert_eq!(fake.hits.lock().unwrap().len(), 4, "first try + 3 retries");
+    assert_eq!(seen(&fake).len(), 4, "first try + 3 retries");
 }
 
 #[tokio::test]
@@ -920,7 +834,7 @@ async fn hangup_and_redirect() {
     )
     .await
     .unwrap();
-    let hits = fake.hits.lock().unwrap().clone();
+    let hits = seen(&fake);
     let path =
         format!("/2010-04-01/Accounts/{ACCOUNT}/Calls/CA0f1e2d3c4b5a69788796a5b4c3d2e1f0.json");
     assert!(hits
@@ -976,7 +890,7 @@ async fn invalid_requests_never_leave_the_process() {
         c.originate(&call).await,
         Err(RestError::Invalid(_))
     ));
-    assert!(fake.hits.lock().unwrap().is_empty());
+    assert!(seen(&fake).is_empty());
     assert!(TwilioClient::new(RestConfig::new(&base, "AC/../x", TOKEN)).is_err());
 }
 
