@@ -16,6 +16,7 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v sipp >/dev/null || need_apt+=(sip-tester)
 command -v baresip >/dev/null || need_apt+=(baresip)
 command -v sox >/dev/null || need_apt+=(sox)
+command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
