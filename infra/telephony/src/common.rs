@@ -190,23 +190,27 @@ pub fn same_key(a: &str, b: &str) -> bool {
     chars(a).eq(chars(b))
 }
 
+/// The media type of a `Content-Type` value, lowercased and without parameters
+/// (`application/json; charset=utf-8` → `application/json`); empty when absent.
+pub fn media_type(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Whether a body's first non-blank byte opens a JSON object.
+pub fn looks_like_json(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{')
+}
+
 impl Fields {
     /// Parse a body by content type; with no content type, JSON if it looks like JSON, else form.
     pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Result<Fields, ParseError> {
-        let ct = content_type
-            .map(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
-        let looks_json = body
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'{');
-        if ct.contains("json") || (ct.is_empty() && looks_json) {
+        let ct = media_type(content_type);
+        if ct.contains("json") || (ct.is_empty() && looks_like_json(body)) {
             Fields::from_json(body)
         } else if ct.is_empty() || ct == "application/x-www-form-urlencoded" || ct == "text/plain" {
             Ok(Fields::from_form(body))

@@ -82,9 +82,9 @@ use crate::common::{
     RenderError, VerifyConfig, VerifyError, WebhookRequest,
 };
 use crate::plivo::{
-    append_query, call_id_from_query, check_unreserved, check_ws_url, checked_call_id, is_call_id,
-    is_provider_id, opt_decimal, opt_time, opt_u64, phone, present, required_id, secs_between,
-    send_unreplayable, tag_callback_url,
+    call_id_from_query, checked_call_id, is_call_id, is_provider_id, opt_decimal, opt_time,
+    opt_u64, phone, present, required_id, secs_between, send_unreplayable, stream_url_with_ids,
+    tag_callback_url,
 };
 use crate::rest::{
     CallControl, OutboundCall, ProviderCallRef, RedirectTarget, RestClient, RestConfig, RestError,
@@ -427,16 +427,7 @@ fn parse_v2_event(f: &Fields, url_query: Option<&str>) -> Result<CallEvent, Pars
 pub fn render_answer(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
     match &plan.action {
         AnswerAction::ConnectStream { url } => {
-            check_ws_url("stream URL", url)?;
-            check_unreserved("call id", &plan.call_id)?;
-            check_unreserved("media token", &plan.token)?;
-            let url = append_query(
-                url.trim(),
-                &[
-                    (vaani_core::answer::CALL_ID_PARAM, &plan.call_id),
-                    (vaani_core::answer::TOKEN_PARAM, &plan.token),
-                ],
-            );
+            let url = stream_url_with_ids(url, plan)?;
             let query = url.split_once('?').map_or("", |(_, q)| q);
             let query = query.split_once('#').map_or(query, |(q, _)| q);
             let custom = query

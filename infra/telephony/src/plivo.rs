@@ -329,18 +329,8 @@ fn body_params(req: &WebhookRequest) -> Result<ParamMap, VerifyError> {
     if req.body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ParamMap::new());
     }
-    let ct = req
-        .content_type()
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    let looks_json = req.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if ct.contains("json") || (ct.is_empty() && looks_json) {
+    let ct = crate::common::media_type(req.content_type());
+    if ct.contains("json") || (ct.is_empty() && crate::common::looks_like_json(&req.body)) {
         let v: serde_json::Value =
             serde_json::from_slice(&req.body).map_err(|_| VerifyError::Malformed {
                 what: "body",
@@ -677,6 +667,22 @@ pub(crate) fn check_unreserved(what: &'static str, v: &str) -> Result<(), Render
     Ok(())
 }
 
+/// The media-stream WebSocket URL with our call id and media token as query parameters, for
+/// providers whose stream start carries no custom parameters of ours (Plivo, Exotel). Both
+/// values must be URL-unreserved so they survive every provider's URL handling unescaped.
+pub(crate) fn stream_url_with_ids(url: &str, plan: &AnswerPlan) -> Result<String, RenderError> {
+    check_ws_url("stream URL", url)?;
+    check_unreserved("call id", &plan.call_id)?;
+    check_unreserved("media token", &plan.token)?;
+    Ok(append_query(
+        url.trim(),
+        &[
+            (vaani_core::answer::CALL_ID_PARAM, &plan.call_id),
+            (vaani_core::answer::TOKEN_PARAM, &plan.token),
+        ],
+    ))
+}
+
 /// A URL with the given query parameters appended (existing query kept).
 pub(crate) fn append_query(url: &str, pairs: &[(&str, &str)]) -> String {
     let (base, frag) = match url.split_once('#') {
@@ -794,16 +800,7 @@ pub fn render_answer(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
                 .map_err(xml_err)?;
         }
         AnswerAction::ConnectStream { url } => {
-            check_ws_url("stream URL", url)?;
-            check_unreserved("call id", &plan.call_id)?;
-            check_unreserved("media token", &plan.token)?;
-            let url = append_query(
-                url.trim(),
-                &[
-                    (vaani_core::answer::CALL_ID_PARAM, &plan.call_id),
-                    (vaani_core::answer::TOKEN_PARAM, &plan.token),
-                ],
-            );
+            let url = stream_url_with_ids(url, plan)?;
             w.create_element("Response")
                 .write_inner_content(|w| {
                     w.create_element("Stream")

@@ -201,14 +201,7 @@ fn has_repeated_key(pairs: &[(&str, &str)]) -> bool {
 }
 
 fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-            .contains("json")
-    })
+    media_type(content_type).contains("json")
 }
 
 /// The decoded `bodySHA256` query parameter, when present.
