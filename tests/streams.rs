@@ -85,6 +85,24 @@ fn answer(addr: &str, provider: &str, secret: &str, path: &str, body: &str) -> S
     panic!("the answer never connected to the dev media node");
 }
 
+/// Telnyx outbound frames until the mark `name`: the echoed audio before it.
+async fn telnyx_echo_until_mark(ws: &mut Ws, name: &str) -> Vec<u8> {
+    let mut echoed = Vec::new();
+    loop {
+        let v = next_json(ws).await.expect("the stream went quiet");
+        match v["event"].as_str() {
+            Some("media") => {
+                echoed.extend(B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap())
+            }
+            Some("mark") => {
+                assert_eq!(v["mark"]["name"], name);
+                return echoed;
+            }
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twilio_stream_echoes_audio_with_marks_and_clear() {
     let dir = tempfile::tempdir().unwrap();
@@ -471,20 +489,7 @@ async fn telnyx_stream_reorders_and_echoes() {
     ))
     .await
     .unwrap();
-    let mut echoed = Vec::new();
-    loop {
-        let v = next_json(&mut ws).await.expect("the stream went quiet");
-        match v["event"].as_str() {
-            Some("media") => {
-                echoed.extend(B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap())
-            }
-            Some("mark") => {
-                assert_eq!(v["mark"]["name"], "dtmf-#");
-                break;
-            }
-            other => panic!("unexpected {other:?}: {v}"),
-        }
-    }
+    let echoed = telnyx_echo_until_mark(&mut ws, "dtmf-#").await;
     assert_eq!(echoed, sent, "frames come back in order");
     ws.send(Message::text(r#"{"event":"stop","sequence_number":"41","stream_id":"S-T","stop":{"user_id":"u","call_control_id":"v3:telnyx-stream-1"}}"#)).await.unwrap();
 }
@@ -534,20 +539,7 @@ async fn telnyx_pcma_stream_is_echoed_as_pcmu() {
     ))
     .await
     .unwrap();
-    let mut echoed = Vec::new();
-    loop {
-        let v = next_json(&mut ws).await.expect("the stream went quiet");
-        match v["event"].as_str() {
-            Some("media") => {
-                echoed.extend(B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap())
-            }
-            Some("mark") => {
-                assert_eq!(v["mark"]["name"], "dtmf-1");
-                break;
-            }
-            other => panic!("unexpected {other:?}: {v}"),
-        }
-    }
+    let echoed = telnyx_echo_until_mark(&mut ws, "dtmf-1").await;
     assert_eq!(echoed.len(), sent.len(), "20 ms in, 20 ms out");
     let mut back = vec![0i16; echoed.len()];
     g711::decode_ulaw(&echoed, &mut back);
