@@ -360,6 +360,7 @@ pub async fn plan_answer(
     };
     Ok((
         AnswerPlan {
+            tenant: tenant.id.clone(),
             call_id: call_id.to_string(),
             token,
             action,

@@ -36,12 +36,13 @@
 //!
 //! # Answer documents
 //!
-//! * `ConnectSip` → `<Dial><User sipHeaders="Vaanicallid=…,Vaanitoken=…">sip:…</User></Dial>`.
+//! * `ConnectSip` → `<Dial><User sipHeaders="Vaanitenant=…,Vaanicallid=…,Vaanitoken=…">sip:…</User></Dial>`.
 //!   Plivo only forwards custom SIP headers whose **name** is alphanumeric (`X-PH-` is
 //!   prepended; the support article asks for a capital first letter then lowercase, at most 24
 //!   characters) and whose **value** is alphanumeric or `%` (at most 120 characters); pairs
-//!   that break the rules are silently dropped. So the names are `Vaanicallid` and
-//!   `Vaanitoken` (the media node sees `X-PH-Vaanicallid` / `X-PH-Vaanitoken`) and every value
+//!   that break the rules are silently dropped. So the names are `Vaanitenant`, `Vaanicallid`
+//!   and `Vaanitoken` (the media node sees `X-PH-Vaanitenant` / `X-PH-Vaanicallid` /
+//!   `X-PH-Vaanitoken`) and every value
 //!   byte outside `[A-Za-z0-9]` is percent-encoded (`-` → `%2D`); the media node
 //!   percent-decodes. Ids or tokens with characters outside `[A-Za-z0-9._~-]`, or values that
 //!   would exceed 120 characters encoded, are refused with [`RenderError::Invalid`] rather
@@ -101,8 +102,9 @@ pub const API_BASE: &str = "https://api.plivo.com";
 /// Plivo bills voice in 60-second increments with a 60-second minimum once answered.
 pub const BILLING_PULSE_S: u64 = 60;
 
-/// Names of the custom SIP headers (without Plivo's `X-PH-` prefix) carrying our call id and
-/// media token on `ConnectSip`.
+/// Names of the custom SIP headers (without Plivo's `X-PH-` prefix) carrying our tenant, call
+/// id and media token on `ConnectSip`.
+pub const SIP_HEADER_TENANT: &str = "Vaanitenant";
 pub const SIP_HEADER_CALL_ID: &str = "Vaanicallid";
 pub const SIP_HEADER_TOKEN: &str = "Vaanitoken";
 
@@ -782,8 +784,16 @@ pub fn render_answer(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
     match &plan.action {
         AnswerAction::ConnectSip { uri } => {
             check_sip_uri(uri)?;
+            let tenant = if plan.tenant.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "{SIP_HEADER_TENANT}={},",
+                    sip_header_value("tenant", &plan.tenant)?
+                )
+            };
             let headers = format!(
-                "{SIP_HEADER_CALL_ID}={},{SIP_HEADER_TOKEN}={}",
+                "{tenant}{SIP_HEADER_CALL_ID}={},{SIP_HEADER_TOKEN}={}",
                 sip_header_value("call id", &plan.call_id)?,
                 sip_header_value("media token", &plan.token)?,
             );

@@ -38,7 +38,7 @@ use crate::common::*;
 use crate::rest::{
     CallControl, OutboundCall, ProviderCallRef, RedirectTarget, RestClient, RestConfig, RestError,
 };
-use vaani_core::answer::{CALL_ID_HEADER, CALL_ID_PARAM, TOKEN_HEADER, TOKEN_PARAM};
+use vaani_core::answer::{CALL_ID_HEADER, CALL_ID_PARAM, TENANT_HEADER, TOKEN_HEADER, TOKEN_PARAM};
 use vaani_core::{AnswerAction, AnswerPlan};
 use vaani_events::{CallEvent, CallStatus, Direction, Provider};
 
@@ -448,8 +448,8 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// Render the TeXML answer document for `plan`.
 ///
-/// - `ConnectSip`: `<Dial><Sip>` to the media node; call id and token travel as RFC 3261 URI
-///   headers `X-Vaani-Call-Id` / `X-Vaani-Token`, the form TwiML uses for custom SIP headers
+/// - `ConnectSip`: `<Dial><Sip>` to the media node; tenant, call id and token travel as RFC 3261
+///   URI headers `X-Vaani-Tenant` / `X-Vaani-Call-Id` / `X-Vaani-Token`, the form TwiML uses for custom SIP headers
 ///   (TeXML is Twilio-compatible; Telnyx's `<Sip>` page does not spell out URI headers).
 /// - `ConnectStream`: `<Connect><Stream>` (synchronous: the call lives as long as the stream)
 ///   with `bidirectionalMode="rtp"` (the default `mp3` mode cannot carry live audio back) and
@@ -471,7 +471,7 @@ pub fn render_answer(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
     let doc = match &plan.action {
         AnswerAction::ConnectSip { uri } => {
             check_ids(plan)?;
-            Doc::Sip(sip_uri_with_headers(uri, &plan.call_id, &plan.token)?)
+            Doc::Sip(sip_uri_with_headers(uri, plan)?)
         }
         AnswerAction::ConnectStream { url } => {
             check_ids(plan)?;
@@ -570,7 +570,7 @@ fn check_ids(plan: &AnswerPlan) -> Result<(), RenderError> {
 }
 
 /// `sip:`/`sips:` URI plus our ids as URI headers, percent-encoded.
-fn sip_uri_with_headers(uri: &str, call_id: &str, token: &str) -> Result<String, RenderError> {
+fn sip_uri_with_headers(uri: &str, plan: &AnswerPlan) -> Result<String, RenderError> {
     let uri = uri.trim();
     let lower = uri.to_ascii_lowercase();
     let rest = lower
@@ -591,10 +591,15 @@ fn sip_uri_with_headers(uri: &str, call_id: &str, token: &str) -> Result<String,
         });
     }
     let sep = if uri.contains('?') { '&' } else { '?' };
+    let tenant = if plan.tenant.is_empty() {
+        String::new()
+    } else {
+        format!("{TENANT_HEADER}={}&", pct_encode(&plan.tenant))
+    };
     Ok(format!(
-        "{uri}{sep}{CALL_ID_HEADER}={}&{TOKEN_HEADER}={}",
-        pct_encode(call_id),
-        pct_encode(token)
+        "{uri}{sep}{tenant}{CALL_ID_HEADER}={}&{TOKEN_HEADER}={}",
+        pct_encode(&plan.call_id),
+        pct_encode(&plan.token)
     ))
 }
 

@@ -16,7 +16,7 @@ use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use vaani_core::answer::{CALL_ID_HEADER, CALL_ID_PARAM, TOKEN_HEADER, TOKEN_PARAM};
+use vaani_core::answer::{CALL_ID_HEADER, CALL_ID_PARAM, TENANT_HEADER, TOKEN_HEADER, TOKEN_PARAM};
 use vaani_core::{AnswerAction, AnswerPlan};
 use vaani_events::{CallEvent, CallStatus, Direction, Provider};
 
@@ -421,7 +421,7 @@ pub fn render_answer(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
 
 /// TwiML (and SignalWire cXML, which has the same verbs) for an [`AnswerPlan`]:
 ///
-/// - `ConnectSip`: `<Dial><Sip>uri?X-Vaani-Call-Id=…&X-Vaani-Token=…</Sip></Dial>`; Twilio
+/// - `ConnectSip`: `<Dial><Sip>uri?X-Vaani-Tenant=…&X-Vaani-Call-Id=…&X-Vaani-Token=…</Sip></Dial>`; Twilio
 ///   turns URI parameters starting with `X-` into SIP headers on the INVITE.
 /// - `ConnectStream`: `<Connect><Stream url="wss://…">` with `<Parameter>`s `vaani_call_id`
 ///   and `vaani_token` (they arrive in the stream's `start.customParameters`).
@@ -432,10 +432,13 @@ pub fn render_answer(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
 pub(crate) fn render_twiml(plan: &AnswerPlan) -> Result<AnswerDocument, RenderError> {
     let body = match &plan.action {
         AnswerAction::ConnectSip { uri } => {
-            let target = sip_uri_with_headers(
-                uri,
-                &[(CALL_ID_HEADER, &plan.call_id), (TOKEN_HEADER, &plan.token)],
-            )?;
+            let mut headers = Vec::with_capacity(3);
+            if !plan.tenant.is_empty() {
+                headers.push((TENANT_HEADER, plan.tenant.as_str()));
+            }
+            headers.push((CALL_ID_HEADER, plan.call_id.as_str()));
+            headers.push((TOKEN_HEADER, plan.token.as_str()));
+            let target = sip_uri_with_headers(uri, &headers)?;
             response(|w| {
                 w.create_element("Dial").write_inner_content(|w| {
                     w.create_element("Sip")

@@ -439,6 +439,7 @@ fn parse_malformed() {
 
 fn plan(action: AnswerAction) -> AnswerPlan {
     AnswerPlan {
+        tenant: "acme".into(),
         call_id: "call-0001".into(),
         token: "tok_en.1".into(),
         action,
@@ -467,6 +468,7 @@ fn render_voicebot_url() {
 fn render_voicebot_limits_and_unsupported() {
     let stream = |url: &str, token: &str| {
         exotel::render_answer(&AnswerPlan {
+            tenant: "acme".into(),
             call_id: "c1".into(),
             token: token.into(),
             action: AnswerAction::ConnectStream { url: url.into() },
@@ -762,7 +764,7 @@ proptest! {
 
     #[test]
     fn render_never_panics(call_id in ".{0,40}", token in ".{0,60}", url in ".{0,60}") {
-        if let Ok(doc) = exotel::render_answer(&AnswerPlan { call_id, token, action: AnswerAction::ConnectStream { url } }) {
+        if let Ok(doc) = exotel::render_answer(&AnswerPlan { tenant: "acme".into(), call_id, token, action: AnswerAction::ConnectStream { url } }) {
             let v: Result<serde_json::Value, _> = serde_json::from_str(&doc.body);
             prop_assert!(v.is_ok());
         }

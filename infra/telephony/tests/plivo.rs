@@ -713,6 +713,7 @@ fn parse_malformed() {
 
 fn plan(action: AnswerAction) -> AnswerPlan {
     AnswerPlan {
+        tenant: "acme".into(),
         call_id: "call-0001".into(),
         token: "tok_en.1".into(),
         action,
@@ -731,7 +732,7 @@ fn render_connect_sip() {
     assert_eq!(
         doc.body,
         format!(
-            "{DECL}<Response><Dial><User sipHeaders=\"Vaanicallid=call%2D0001,Vaanitoken=tok%5Fen%2E1\">sip:agent@10.0.0.5:5060</User></Dial></Response>"
+            "{DECL}<Response><Dial><User sipHeaders=\"Vaanitenant=acme,Vaanicallid=call%2D0001,Vaanitoken=tok%5Fen%2E1\">sip:agent@10.0.0.5:5060</User></Dial></Response>"
         )
     );
 }
@@ -839,6 +840,7 @@ fn render_hostile_text() {
 fn render_refuses_what_plivo_would_drop() {
     let sip = |call_id: &str, token: &str, uri: &str| {
         plivo::render_answer(&AnswerPlan {
+            tenant: "acme".into(),
             call_id: call_id.into(),
             token: token.into(),
             action: AnswerAction::ConnectSip { uri: uri.into() },
@@ -880,6 +882,7 @@ fn render_refuses_what_plivo_would_drop() {
     ));
     let stream = |url: &str, token: &str| {
         plivo::render_answer(&AnswerPlan {
+            tenant: "acme".into(),
             call_id: "c".into(),
             token: token.into(),
             action: AnswerAction::ConnectStream { url: url.into() },
@@ -1174,7 +1177,7 @@ proptest! {
             AnswerAction::PlayAndHangup { message: text.clone(), language: Some(url.clone()) },
             AnswerAction::RejectBusy,
         ] {
-            if let Ok(doc) = plivo::render_answer(&AnswerPlan { call_id: call_id.clone(), token: token.clone(), action }) {
+            if let Ok(doc) = plivo::render_answer(&AnswerPlan { tenant: "acme".into(), call_id: call_id.clone(), token: token.clone(), action }) {
                 prop_assert!(read_back(&doc.body).is_ok(), "not well-formed: {}", doc.body);
             }
         }

@@ -312,6 +312,7 @@ fn cxml_matches_twiml() {
         AnswerAction::RejectBusy,
     ] {
         let plan = AnswerPlan {
+            tenant: "acme".into(),
             call_id: "c1".into(),
             token: "t1".into(),
             action,

@@ -777,6 +777,7 @@ fn texml_statuses_and_shapes() {
 
 fn plan(action: AnswerAction) -> AnswerPlan {
     AnswerPlan {
+        tenant: "acme".into(),
         call_id: "c-42".into(),
         token: "tok.abc_123".into(),
         action,
@@ -828,7 +829,7 @@ fn texml_connect_sip() {
     assert_eq!(
         body,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial><Sip>\
-         sip:media-1@10.0.0.5:5060;transport=tcp?X-Vaani-Call-Id=c-42&amp;X-Vaani-Token=tok.abc_123\
+         sip:media-1@10.0.0.5:5060;transport=tcp?X-Vaani-Tenant=acme&amp;X-Vaani-Call-Id=c-42&amp;X-Vaani-Token=tok.abc_123\
          </Sip></Dial></Response>"
     );
 }
@@ -916,7 +917,7 @@ fn hostile_text_is_escaped_not_injected() {
         .body;
     assert_eq!(
         xml_outline(&body)[3],
-        "text:sip:node@10.0.0.5?X-Existing=1&X-Vaani-Call-Id=a%26X-Admin%3D1%3Bb&X-Vaani-Token=tok.abc_123"
+        "text:sip:node@10.0.0.5?X-Existing=1&X-Vaani-Tenant=acme&X-Vaani-Call-Id=a%26X-Admin%3D1%3Bb&X-Vaani-Token=tok.abc_123"
     );
 }
 
@@ -1099,7 +1100,7 @@ proptest! {
             AnswerAction::ConnectSip { uri: format!("sip:{host}@10.0.0.1") },
             AnswerAction::RejectBusy,
         ] {
-            let p = AnswerPlan { call_id: call_id.clone(), token: token.clone(), action };
+            let p = AnswerPlan { tenant: "acme".into(), call_id: call_id.clone(), token: token.clone(), action };
             if let Ok(doc) = telnyx::render_answer(&p) {
                 let outline = xml_outline(&doc.body);
                 prop_assert_eq!(outline.first().map(String::as_str), Some("Response"));

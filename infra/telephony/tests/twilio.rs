@@ -601,6 +601,7 @@ const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
 fn plan(action: AnswerAction) -> AnswerPlan {
     AnswerPlan {
+        tenant: "acme".into(),
         call_id: "c-1".into(),
         token: "t.k/=".into(),
         action,
@@ -617,7 +618,7 @@ fn twiml_connect_sip() {
     assert_eq!(
         doc.body,
         format!(
-            "{DECL}<Response><Dial><Sip>sip:vaani@10.0.1.5:5060;transport=udp?X-Vaani-Call-Id=c-1&amp;X-Vaani-Token=t.k%2F%3D</Sip></Dial></Response>"
+            "{DECL}<Response><Dial><Sip>sip:vaani@10.0.1.5:5060;transport=udp?X-Vaani-Tenant=acme&amp;X-Vaani-Call-Id=c-1&amp;X-Vaani-Token=t.k%2F%3D</Sip></Dial></Response>"
         )
     );
     assert!(matches!(
@@ -990,6 +991,7 @@ proptest! {
 fn stream_urls_must_be_wss_except_on_loopback() {
     use vaani_core::{AnswerAction, AnswerPlan};
     let plan = |url: &str| AnswerPlan {
+        tenant: "acme".into(),
         call_id: "call-1".into(),
         token: "v1.1.abc".into(),
         action: AnswerAction::ConnectStream { url: url.into() },

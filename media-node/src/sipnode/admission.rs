@@ -1,24 +1,45 @@
 //! Who may place a call: the call context an INVITE carries and the check of its token.
 //!
-//! The answer webhook connects a provider's call to a node with the `X-Vaani-Call-Id` and
-//! `X-Vaani-Token` headers (`vaani_core::answer`); the token is an HMAC over
-//! `(tenant, call id, expiry)` with the key the webhook and node share
-//! (`vaani_core::token`). The tenant comes from an `X-Vaani-Tenant` header when the INVITE
-//! has one, else from the node's default tenant (`demo` under `vaani dev`). A forged tenant
-//! header gains nothing: the token only verifies for the tenant it was issued to.
+//! The answer webhook connects a provider's call to a node with the `X-Vaani-Tenant`,
+//! `X-Vaani-Call-Id` and `X-Vaani-Token` headers (`vaani_core::answer`); the token is an HMAC
+//! over `(tenant, call id, expiry)` with the key the webhook and node share
+//! (`vaani_core::token`). Plivo forwards custom headers only as `X-PH-` plus an alphanumeric
+//! name, so from Plivo they arrive as `X-PH-Vaanitenant` / `X-PH-Vaanicallid` /
+//! `X-PH-Vaanitoken` with percent-encoded values (`vaani_telephony::plivo`); both spellings are
+//! read, and values are percent-decoded. Without a tenant header the node's default tenant
+//! (`demo` under `vaani dev`) is used. A forged tenant header gains nothing: the token only
+//! verifies for the tenant it was issued to.
 //!
 //! INVITEs without these headers are calls straight from a trunk (or sipp): admitted when the
 //! node does not require tokens, since the source allowlist already vouched for the sender.
 //! Half a pair (call id without token or the reverse) is refused.
 
 use chrono::{DateTime, Utc};
+pub use vaani_core::answer::TENANT_HEADER;
 use vaani_core::answer::{CALL_ID_HEADER, TOKEN_HEADER};
 use vaani_core::token::TokenError;
 
 use crate::sip::message::Headers;
 
-/// The header naming the tenant a call belongs to.
-pub const TENANT_HEADER: &str = "X-Vaani-Tenant";
+/// The same headers as Plivo delivers them (`X-PH-` + `vaani_telephony::plivo::SIP_HEADER_*`).
+const PLIVO_TENANT_HEADER: &str = "X-PH-Vaanitenant";
+const PLIVO_CALL_ID_HEADER: &str = "X-PH-Vaanicallid";
+const PLIVO_TOKEN_HEADER: &str = "X-PH-Vaanitoken";
+
+/// A call-context header in either spelling, trimmed and percent-decoded.
+fn context_header(headers: &Headers, ours: &str, plivo: &str) -> Result<Option<String>, Refusal> {
+    let Some(raw) = headers.get(ours).or_else(|| headers.get(plivo)) else {
+        return Ok(None);
+    };
+    let raw = raw.trim();
+    if raw.len() > MAX_TOKEN_LEN * 3 {
+        return Err(Refusal::Malformed);
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|v| Some(v.into_owned()))
+        .map_err(|_| Refusal::Malformed)
+}
 
 /// Longest call id / token / tenant accepted (they are short; longer is an attack).
 const MAX_ID_LEN: usize = 128;
@@ -68,14 +89,14 @@ fn valid_id(s: &str, max: usize) -> bool {
 impl AdmissionPolicy {
     /// Checks an INVITE's call context at wall-clock time `now`.
     pub fn admit(&self, headers: &Headers, now: DateTime<Utc>) -> Result<CallContext, Refusal> {
-        let call_id = headers.get(CALL_ID_HEADER).map(str::trim);
-        let token = headers.get(TOKEN_HEADER).map(str::trim);
-        let tenant = match headers.get(TENANT_HEADER).map(str::trim) {
-            Some(t) if !vaani_core::tenant::valid_id(t) => return Err(Refusal::Malformed),
-            Some(t) => Some(t.to_string()),
+        let call_id = context_header(headers, CALL_ID_HEADER, PLIVO_CALL_ID_HEADER)?;
+        let token = context_header(headers, TOKEN_HEADER, PLIVO_TOKEN_HEADER)?;
+        let tenant = match context_header(headers, TENANT_HEADER, PLIVO_TENANT_HEADER)? {
+            Some(t) if !vaani_core::tenant::valid_id(&t) => return Err(Refusal::Malformed),
+            Some(t) => Some(t),
             None => self.default_tenant.clone(),
         };
-        match (call_id, token) {
+        match (call_id.as_deref(), token.as_deref()) {
             (None, None) if self.require_token => Err(Refusal::MissingToken),
             (None, None) => Ok(CallContext {
                 tenant,
@@ -168,6 +189,36 @@ mod tests {
             policy(true).admit(&h, now()).unwrap().tenant.as_deref(),
             Some("acme")
         );
+    }
+
+    #[test]
+    fn plivo_spelling_is_percent_decoded() {
+        // What `<User sipHeaders="Vaanitenant=…,Vaanicallid=…,Vaanitoken=…">` delivers.
+        let tok = vaani_core::token::issue(b"key", "acme", "call-0001", now(), 300);
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
+        let h = headers(&format!(
+            "X-PH-Vaanitenant: acme\r\nX-PH-Vaanicallid: {}\r\nX-PH-Vaanitoken: {}\r\n",
+            enc("call-0001"),
+            enc(&tok)
+        ));
+        let ok = policy(true).admit(&h, now()).unwrap();
+        assert_eq!(ok.tenant.as_deref(), Some("acme"));
+        assert_eq!(ok.call_id.as_deref(), Some("call-0001"));
+        // Encoded bytes that are not a valid id after decoding are refused, not passed on.
+        let h = headers("X-PH-Vaanicallid: a%0D%0Ab\r\nX-PH-Vaanitoken: x\r\n");
+        assert_eq!(policy(false).admit(&h, now()), Err(Refusal::Malformed));
+        let h = headers("X-PH-Vaanitenant: %FF\r\n");
+        assert_eq!(policy(false).admit(&h, now()), Err(Refusal::Malformed));
     }
 
     #[test]
