@@ -66,6 +66,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let streams = Arc::new(StreamServer {
         token_key: deps.media_token_key.clone(),
         require_token: true,
+        upgrade_auth: Some(crate::stream_auth::TenantUpgradeAuth::new(
+            stores.clone(),
+            &base_url,
+        )),
         app: match args.app {
             AppKind::Echo => Arc::new(EchoApp),
         },

@@ -6,6 +6,7 @@
 mod cli;
 mod dev;
 mod local;
+mod stream_auth;
 
 use std::process::ExitCode;
 

@@ -13,12 +13,32 @@ use std::time::Duration;
 use base64::Engine;
 use common::{signed_post, start_dev, vaani, Dev};
 use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use vaani_media::codec::g711;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// μ-law encoding of one sample (ITU-T G.711), for making test audio.
+/// `X-Twilio-Signature` for a WebSocket upgrade to `url` (Twilio signs the URL as a GET).
+fn twilio_upgrade_signature(url: &str, secret: &str) -> Vec<(String, String)> {
+    let req = vaani_telephony::WebhookRequest {
+        method: http::Method::GET,
+        url: url.to_string(),
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::new(),
+        source_ip: None,
+    };
+    vaani_telephony::sign_headers(
+        vaani_events::Provider::Twilio,
+        secret,
+        &req,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
+
 fn mulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
     let mut s = i32::from(sample);
@@ -131,8 +151,38 @@ async fn twilio_stream_echoes_audio_with_marks_and_clear() {
     assert!(url.ends_with("/streams/demo/twilio"), "{xml}");
     assert!(!call_id.is_empty() && !token.is_empty(), "{xml}");
 
+    // Twilio signs the upgrade: unsigned or wrongly signed upgrades are refused with 401
+    // before any WebSocket exists.
+    for secret in [None, Some("not-the-token")] {
+        let mut req = url.as_str().into_client_request().unwrap();
+        if let Some(secret) = secret {
+            for (k, v) in twilio_upgrade_signature(&url, secret) {
+                req.headers_mut().insert(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 401, "{secret:?}")
+            }
+            other => panic!("unsigned upgrade accepted: {:?}", other.map(|_| ())),
+        }
+    }
+    let signed = || {
+        let mut req = url.as_str().into_client_request().unwrap();
+        for (k, v) in twilio_upgrade_signature(&url, "tw-token") {
+            req.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        req
+    };
+
     // A wrong token is refused with a policy-violation close.
-    let (mut bad, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut bad, _) = tokio_tungstenite::connect_async(signed()).await.unwrap();
     let start = |call: &str, tok: &str| {
         serde_json::json!({
         "event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
@@ -156,7 +206,7 @@ async fn twilio_stream_echoes_audio_with_marks_and_clear() {
     };
     assert_eq!(closed, Some(1008));
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(signed()).await.unwrap();
     ws.send(Message::text(
         r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
     ))

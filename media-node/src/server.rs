@@ -4,17 +4,21 @@
 //! text frames, timer ticks and the handler's actions between them.
 //!
 //! Route: `GET /streams/{tenant}/{provider}` (WebSocket upgrade), the URL the answer webhook
-//! puts in the provider's answer document (`{node ws_url}/{tenant}/{provider}`). The media
-//! token in the stream's `start` is checked for that tenant before any audio flows.
+//! puts in the provider's answer document (`{node ws_url}/{tenant}/{provider}`). The
+//! provider's own signature on the upgrade, where it signs one (Twilio), is checked by the
+//! node's [`UpgradeAuth`] before the upgrade is accepted; the media token in the stream's
+//! `start` is checked for that tenant before any audio flows.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use vaani_events::Provider;
 
@@ -50,12 +54,45 @@ pub enum Action {
     Hangup,
 }
 
+/// A stream's WebSocket upgrade request, as the provider's signature check needs it.
+#[derive(Debug)]
+pub struct UpgradeRequest<'a> {
+    pub tenant: &'a str,
+    pub provider: Provider,
+    /// Path and query exactly as received (`/streams/demo/twilio?…`).
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub source_ip: Option<IpAddr>,
+}
+
+/// Why an upgrade was refused before it was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeRefusal {
+    /// Missing or wrong provider signature: `401`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The tenant does not take this provider's streams, or the source is not allowed: `403`.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The check could not be made (store down): `503`.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The provider-signature layer of stream authentication (see `streams::auth`): given the
+/// tenant's credentials, checks what the provider signs on the upgrade.
+pub trait UpgradeAuth: Send + Sync + 'static {
+    fn check<'a>(&'a self, req: UpgradeRequest<'a>) -> BoxFuture<'a, Result<(), UpgradeRefusal>>;
+}
+
 /// Settings and shared state of the stream server.
 pub struct StreamServer {
     /// HMAC key of media tokens (the same key the answer webhook signs with).
     pub token_key: Arc<Vec<u8>>,
     /// Refuse streams without a valid media token. Only local tests turn this off.
     pub require_token: bool,
+    /// Checks the provider's signature on the upgrade (none: only the media token is checked).
+    pub upgrade_auth: Option<Arc<dyn UpgradeAuth>>,
     pub app: Arc<dyn MediaApp>,
     /// Above this many concurrent streams, upgrades are refused with 503 + `Retry-After`.
     pub max_calls: u32,
@@ -87,6 +124,9 @@ async fn upgrade(
     State(server): State<Arc<StreamServer>>,
     Path((tenant, provider)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    uri: Uri,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Ok(provider) = provider.parse::<Provider>() else {
@@ -94,6 +134,26 @@ async fn upgrade(
     };
     if !vaani_core::tenant::valid_id(&tenant) || provider == Provider::Signalwire {
         return (StatusCode::NOT_FOUND, "no such stream endpoint").into_response();
+    }
+    if let Some(auth) = &server.upgrade_auth {
+        let request = UpgradeRequest {
+            tenant: &tenant,
+            provider,
+            path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &headers,
+            source_ip: extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        };
+        if let Err(refusal) = auth.check(request).await {
+            tracing::warn!(tenant = %tenant, %provider, %refusal, "stream upgrade refused");
+            let status = match refusal {
+                UpgradeRefusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                UpgradeRefusal::Forbidden(_) => StatusCode::FORBIDDEN,
+                UpgradeRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return (status, refusal.to_string()).into_response();
+        }
     }
     if server.metrics.is_draining() {
         tracing::info!(%provider, "stream refused: node draining");
