@@ -12,6 +12,7 @@
 //! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
 //! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
 
+pub mod agent;
 pub mod codec;
 pub mod metrics;
 pub mod rtp;
