@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod codec;
 pub mod metrics;
+pub mod pipeline;
 pub mod rtp;
 pub mod server;
 pub mod sip;
