@@ -327,6 +327,64 @@ impl Dialogue {
     }
 }
 
+/// The embedded dialogue engine as an [`LlmEngine`](super::engines::LlmEngine): each reply
+/// is streamed word by word, as an LLM would, followed by the next step.
+pub struct EmbeddedLlm {
+    spec: std::sync::Arc<AgentSpec>,
+}
+
+impl EmbeddedLlm {
+    pub fn new(spec: AgentSpec) -> Self {
+        EmbeddedLlm {
+            spec: std::sync::Arc::new(spec),
+        }
+    }
+}
+
+impl super::engines::LlmEngine for EmbeddedLlm {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn session(&self) -> Result<Box<dyn super::engines::LlmSession>, super::engines::EngineError> {
+        Ok(Box::new(EmbeddedSession(Dialogue::new(
+            (*self.spec).clone(),
+        ))))
+    }
+}
+
+struct EmbeddedSession(Dialogue);
+
+impl super::engines::LlmSession for EmbeddedSession {
+    fn respond(
+        &mut self,
+        input: super::engines::LlmInput,
+    ) -> tokio::sync::mpsc::Receiver<Result<super::engines::LlmEvent, super::engines::EngineError>>
+    {
+        use super::engines::{LlmEvent, LlmInput};
+        let reply = match input {
+            LlmInput::Start => self.0.greeting(),
+            LlmInput::Utterance(text) => self.0.on_utterance(&text),
+            LlmInput::Dtmf(keys) if keys.chars().count() == 1 => {
+                self.0.on_dtmf(keys.chars().next().unwrap_or('#'))
+            }
+            LlmInput::Dtmf(keys) => self.0.on_digits(&keys),
+            LlmInput::Silence => self.0.on_silence(),
+        };
+        let words: Vec<&str> = reply.text.split_inclusive(' ').collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(words.len() + 2);
+        for w in words {
+            let _ = tx.try_send(Ok(LlmEvent::Text(w.to_string())));
+        }
+        let _ = tx.try_send(Ok(LlmEvent::Next(reply.next)));
+        rx
+    }
+
+    fn truncate_last(&mut self, _spoken: &str) {
+        // The scripted dialogue does not depend on what was said before.
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

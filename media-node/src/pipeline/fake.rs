@@ -1,0 +1,161 @@
+//! Engines with fixed delays and scripted results, for tests and the platform-latency
+//! benchmark: they take no CPU worth measuring, so what a turn costs beyond their delays is
+//! what the platform added.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::engines::{
+    EngineError, LlmEngine, LlmEvent, LlmInput, LlmSession, SttEngine, SttEvent, SttInput,
+    SttOptions, SttStream, TtsEngine, TtsEvent,
+};
+use crate::codec::FRAME_SAMPLES;
+
+/// STT that answers each end of speech with the next scripted text after `delay`.
+pub struct FakeStt {
+    pub delay: Duration,
+    pub script: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl FakeStt {
+    pub fn new(delay: Duration, lines: &[&str]) -> Self {
+        FakeStt {
+            delay,
+            script: Arc::new(Mutex::new(lines.iter().map(|s| s.to_string()).collect())),
+        }
+    }
+}
+
+impl SttEngine for FakeStt {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn open(&self, _options: &SttOptions) -> Result<SttStream, EngineError> {
+        let (in_tx, mut in_rx) = mpsc::channel::<SttInput>(256);
+        let (ev_tx, ev_rx) = mpsc::channel(16);
+        let delay = self.delay;
+        let script = self.script.clone();
+        tokio::spawn(async move {
+            let mut audio_ms = 0u64;
+            while let Some(input) = in_rx.recv().await {
+                match input {
+                    SttInput::Audio(pcm) => {
+                        audio_ms += (pcm.len() as u64 * 1000) / 16_000;
+                    }
+                    SttInput::EndOfSpeech => {
+                        let text = script
+                            .lock()
+                            .map(|mut s| s.pop_front().unwrap_or_default())
+                            .unwrap_or_default();
+                        let tx = ev_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = tx
+                                .send(Ok(SttEvent::Final {
+                                    text,
+                                    confidence: 1.0,
+                                }))
+                                .await;
+                        });
+                        let _ = ev_tx.send(Ok(SttEvent::Usage { audio_ms })).await;
+                    }
+                }
+            }
+        });
+        Ok(SttStream {
+            input: in_tx,
+            events: ev_rx,
+        })
+    }
+}
+
+/// Wraps a dialogue engine, delaying each response's first token by `delay`.
+pub struct DelayedLlm<E> {
+    pub inner: E,
+    pub delay: Duration,
+}
+
+impl<E: LlmEngine> LlmEngine for DelayedLlm<E> {
+    fn name(&self) -> &'static str {
+        "delayed"
+    }
+
+    fn session(&self) -> Result<Box<dyn LlmSession>, EngineError> {
+        Ok(Box::new(DelayedSession {
+            inner: self.inner.session()?,
+            delay: self.delay,
+        }))
+    }
+}
+
+struct DelayedSession {
+    inner: Box<dyn LlmSession>,
+    delay: Duration,
+}
+
+impl LlmSession for DelayedSession {
+    fn respond(&mut self, input: LlmInput) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
+        let mut inner = self.inner.respond(input);
+        let (tx, rx) = mpsc::channel(64);
+        let delay = self.delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            while let Some(ev) = inner.recv().await {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    fn truncate_last(&mut self, spoken: &str) {
+        self.inner.truncate_last(spoken);
+    }
+}
+
+/// TTS that answers after `first_byte` with a 440 Hz tone, `ms_per_char` long per
+/// character, in 20 ms chunks as fast as they are read.
+pub struct FakeTts {
+    pub first_byte: Duration,
+    pub ms_per_char: u32,
+}
+
+impl TtsEngine for FakeTts {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn synthesize(
+        &self,
+        text: &str,
+        _voice: Option<&str>,
+    ) -> mpsc::Receiver<Result<TtsEvent, EngineError>> {
+        let (tx, rx) = mpsc::channel(8);
+        let chars = text.chars().count() as u64;
+        let total_ms = chars * u64::from(self.ms_per_char);
+        let delay = self.first_byte;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let frames = total_ms.div_ceil(20);
+            let mut phase = 0.0f32;
+            for _ in 0..frames {
+                let pcm: Vec<i16> = (0..FRAME_SAMPLES)
+                    .map(|_| {
+                        phase += 2.0 * std::f32::consts::PI * 440.0 / 16_000.0;
+                        (phase.sin() * 8000.0) as i16
+                    })
+                    .collect();
+                if tx.send(Ok(TtsEvent::Audio(pcm))).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Ok(TtsEvent::Usage { characters: chars })).await;
+        });
+        rx
+    }
+}
