@@ -49,8 +49,8 @@ use vaani_events::Provider;
 use crate::common::{batch_size, fifo_id, is_expired, message_group, sortable_ts, visibility_secs};
 use crate::{
     queues, system_clock, CallEventStore, CallRecord, CallStore, Clock, Counters, MediaNode,
-    NodeRegistry, PutOutcome, QueueMessage, Result, StoreError, StoredEvent, Stores, Tenant,
-    TenantStore, WorkQueue,
+    NodeRegistry, PutOutcome, QueueMessage, ReportStore, Result, StoreError, StoredEvent,
+    StoredReport, Stores, Tenant, TenantStore, WorkQueue,
 };
 
 /// Default table name.
@@ -184,6 +184,7 @@ impl AwsStore {
         let s = std::sync::Arc::new(self);
         Stores {
             calls: s.clone(),
+            reports: s.clone(),
             events: s.clone(),
             tenants: s.clone(),
             nodes: s.clone(),
@@ -618,6 +619,50 @@ impl TenantStore for AwsStore {
             .await
             .map_err(|e| backend("PutItem", e))?;
         Ok(())
+    }
+}
+
+/// Reports are items `REPORT#{key}` / `REPORT`, one per key (call id and transport id), so a
+/// lookup by either is one consistent GetItem.
+#[async_trait]
+impl ReportStore for AwsStore {
+    async fn put_report(&self, report: &StoredReport) -> Result<()> {
+        let doc = to_json(report)?;
+        let mut keys = vec![report.transport_id.as_str()];
+        if let Some(c) = report
+            .call_id
+            .as_deref()
+            .filter(|c| *c != report.transport_id)
+        {
+            keys.push(c);
+        }
+        for key in keys {
+            let mut item = Item::new();
+            item.insert("pk".into(), s(format!("REPORT#{}", esc(key))));
+            item.insert("sk".into(), s("REPORT"));
+            if let Some(t) = &report.expires_at {
+                ttl_attrs(&mut item, t);
+            }
+            item.insert("doc".into(), s(doc.clone()));
+            self.ddb
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| backend("PutItem", e))?;
+        }
+        Ok(())
+    }
+
+    async fn get_report(&self, id: &str) -> Result<Option<StoredReport>> {
+        let now = (self.clock)();
+        Ok(self
+            .get_item(format!("REPORT#{}", esc(id)), "REPORT".into())
+            .await?
+            .map(|item| doc::<StoredReport>("report", &item))
+            .transpose()?
+            .filter(|r| r.expires_at.is_none_or(|t| !is_expired(&t, &now))))
     }
 }
 

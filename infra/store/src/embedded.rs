@@ -34,8 +34,8 @@ use vaani_events::Provider;
 use crate::common::{batch_size, is_expired, message_group, sortable_ts, visibility_secs};
 use crate::{
     queues, system_clock, CallEventStore, CallRecord, CallStore, Clock, Counters, MediaNode,
-    NodeRegistry, PutOutcome, QueueMessage, Result, StoreError, StoredEvent, Stores, Tenant,
-    TenantStore, WorkQueue,
+    NodeRegistry, PutOutcome, QueueMessage, ReportStore, Result, StoreError, StoredEvent,
+    StoredReport, Stores, Tenant, TenantStore, WorkQueue,
 };
 
 /// File name inside the directory given to [`EmbeddedStore::open`].
@@ -45,7 +45,8 @@ pub const DB_FILE: &str = "vaani.db";
 pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::from_millis(5);
 
 /// Schema migrations; `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE calls (
     tenant           TEXT NOT NULL,
     call_id          TEXT NOT NULL,
@@ -112,7 +113,15 @@ CREATE TABLE dedupe (
     dedupe_id TEXT NOT NULL,
     PRIMARY KEY (queue, dedupe_id)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+CREATE TABLE reports (
+    key        TEXT PRIMARY KEY NOT NULL,
+    expires_ms INTEGER,
+    doc        TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+];
 
 /// How to open the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +315,7 @@ impl EmbeddedStore {
         let s = Arc::new(self);
         Stores {
             calls: s.clone(),
+            reports: s.clone(),
             events: s.clone(),
             tenants: s.clone(),
             nodes: s.clone(),
@@ -738,6 +748,45 @@ impl TenantStore for EmbeddedStore {
             .map_err(db)
         })?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ReportStore for EmbeddedStore {
+    async fn put_report(&self, report: &StoredReport) -> Result<()> {
+        let doc = to_json(report)?;
+        let expires = report.expires_at.map(|t| t.timestamp_millis());
+        let mut keys = vec![report.transport_id.as_str()];
+        if let Some(c) = report
+            .call_id
+            .as_deref()
+            .filter(|c| *c != report.transport_id)
+        {
+            keys.push(c);
+        }
+        self.write(|c| {
+            for key in &keys {
+                c.prepare_cached(
+                    "INSERT INTO reports (key, expires_ms, doc) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET expires_ms = excluded.expires_ms, doc = excluded.doc",
+                )
+                .and_then(|mut s| s.execute(params![key, expires, doc]))
+                .map_err(db)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    async fn get_report(&self, id: &str) -> Result<Option<StoredReport>> {
+        let doc: Option<String> = self.read(|c| {
+            c.prepare_cached("SELECT doc FROM reports WHERE key = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(db)
+        })?;
+        let report: Option<StoredReport> = doc.map(|d| from_json("report", &d)).transpose()?;
+        let now = (self.clock)();
+        Ok(report.filter(|r| r.expires_at.is_none_or(|t| t > now)))
     }
 }
 

@@ -243,10 +243,38 @@ pub trait Durability: Send + Sync {
     async fn sync(&self) -> Result<()>;
 }
 
+/// What a media node's pipeline left behind for one call (transcript, per-turn latencies,
+/// engine usage), kept for `vaani calls show`. Found by our call id or by the transport's id
+/// (SIP Call-ID, stream id): both keys are written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredReport {
+    pub tenant: String,
+    /// Our call id, when the call came through a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+    /// SIP Call-ID or the provider's stream id.
+    pub transport_id: String,
+    pub created_at: DateTime<Utc>,
+    /// The report itself (JSON object).
+    pub body: serde_json::Value,
+    /// TTL: invisible after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait ReportStore: Send + Sync {
+    /// Store (or replace) a report under its call id and its transport id.
+    async fn put_report(&self, report: &StoredReport) -> Result<()>;
+    /// The report whose call id or transport id is `id`.
+    async fn get_report(&self, id: &str) -> Result<Option<StoredReport>>;
+}
+
 /// All ports together, as handlers take them.
 #[derive(Clone)]
 pub struct Stores {
     pub calls: Arc<dyn CallStore>,
+    pub reports: Arc<dyn ReportStore>,
     pub events: Arc<dyn CallEventStore>,
     pub tenants: Arc<dyn TenantStore>,
     pub nodes: Arc<dyn NodeRegistry>,

@@ -20,8 +20,8 @@ use vaani_store::aws::{self, AwsConfig, AwsStore, QueueSpec};
 use vaani_store::embedded::EmbeddedStore;
 use vaani_store::queues::{CALL_EVENTS, CALL_EVENTS_DLQ};
 use vaani_store::{
-    CallRecord, Clock, MediaNode, ProviderCredentials, PutOutcome, StoreError, StoredEvent, Stores,
-    Tenant,
+    CallRecord, Clock, MediaNode, ProviderCredentials, PutOutcome, StoreError, StoredEvent,
+    StoredReport, Stores, Tenant,
 };
 
 /// Receives before redrive, in every test environment (embedded and moto).
@@ -165,6 +165,7 @@ contract!(
     events_dedupe_and_enqueued_flag,
     events_ttl_invisible_and_replaceable,
     tenants_round_trip_with_credentials,
+    reports_by_either_id_with_ttl,
     nodes_heartbeat_list_expiry_remove,
     counters_atomic_under_concurrency,
     queue_send_receive_delete,
@@ -507,6 +508,52 @@ async fn events_ttl_invisible_and_replaceable(e: &Env) {
 
 // ---------------------------------------------------------------------------------------------
 // tenants, nodes, counters
+
+async fn reports_by_either_id_with_ttl(e: &Env) {
+    let now = e.now();
+    let report = StoredReport {
+        tenant: "t1".into(),
+        call_id: Some("call-1".into()),
+        transport_id: "abc@127.0.0.1".into(),
+        created_at: now,
+        body: serde_json::json!({"transcript": [{"speaker": "caller", "text": "hello", "at_ms": 10}]}),
+        expires_at: Some(now + chrono::Duration::hours(1)),
+    };
+    e.s.reports.put_report(&report).await.unwrap();
+    assert_eq!(
+        e.s.reports.get_report("call-1").await.unwrap(),
+        Some(report.clone())
+    );
+    assert_eq!(
+        e.s.reports.get_report("abc@127.0.0.1").await.unwrap(),
+        Some(report.clone())
+    );
+    assert_eq!(e.s.reports.get_report("call-2").await.unwrap(), None);
+    // Replaced on a second put.
+    let mut again = report.clone();
+    again.body = serde_json::json!({"transcript": []});
+    e.s.reports.put_report(&again).await.unwrap();
+    assert_eq!(
+        e.s.reports.get_report("call-1").await.unwrap(),
+        Some(again.clone())
+    );
+    // A report without our call id is found by its transport id only.
+    let direct = StoredReport {
+        call_id: None,
+        transport_id: "sip-only".into(),
+        expires_at: None,
+        ..again
+    };
+    e.s.reports.put_report(&direct).await.unwrap();
+    assert_eq!(
+        e.s.reports.get_report("sip-only").await.unwrap(),
+        Some(direct)
+    );
+    // Expired reports are gone.
+    e.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(e.s.reports.get_report("call-1").await.unwrap(), None);
+    assert!(e.s.reports.get_report("sip-only").await.unwrap().is_some());
+}
 
 async fn tenants_round_trip_with_credentials(e: &Env) {
     let mut credentials = BTreeMap::new();

@@ -3,6 +3,7 @@
 //! say) are pure and tested in virtual time; engines sit behind traits
 //! ([`engines`]); [`call`] is the one task per call that moves data between them.
 
+pub mod apps;
 pub mod call;
 pub mod dialogue;
 pub mod engines;
