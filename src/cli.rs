@@ -462,18 +462,55 @@ async fn calls(c: CallsCmd) -> anyhow::Result<ExitCode> {
         }
         CallsCmd::Show { id, json, data } => {
             let stores = crate::local::open_store(&data.dir())?;
-            let Some(rec) = find_call(&stores, &id).await? else {
-                eprintln!("error: no call {id:?} in {}", data.dir().display());
-                return Ok(ExitCode::from(1));
+            let rec = find_call(&stores, &id).await?;
+            // The media node's report: by our call id, or the SIP Call-ID / stream id.
+            let report = match stores.reports.get_report(&id).await? {
+                Some(r) => Some(r),
+                None => match &rec {
+                    Some(rec) => stores.reports.get_report(&rec.call_id).await?,
+                    None => None,
+                },
             };
-            let events = stores.events.list_events(&rec.tenant, &rec.call_id).await?;
-            let mut v = call_json(&rec);
-            v["events"] = serde_json::Value::Array(
-                events
-                    .iter()
-                    .map(|e| serde_json::json!({"event_id": e.event_id, "received_at": e.received_at, "enqueued": e.enqueued, "event": e.event}))
-                    .collect(),
-            );
+            let mut v = match (&rec, &report) {
+                (Some(rec), _) => {
+                    let events = stores.events.list_events(&rec.tenant, &rec.call_id).await?;
+                    let mut v = call_json(rec);
+                    v["events"] = serde_json::Value::Array(
+                        events
+                            .iter()
+                            .map(|e| serde_json::json!({"event_id": e.event_id, "received_at": e.received_at, "enqueued": e.enqueued, "event": e.event}))
+                            .collect(),
+                    );
+                    v
+                }
+                (None, Some(r)) => serde_json::json!({
+                    "call_id": r.call_id.clone().unwrap_or_else(|| r.transport_id.clone()),
+                    "tenant": r.tenant,
+                    "created_at": r.created_at,
+                }),
+                (None, None) => {
+                    eprintln!("error: no call {id:?} in {}", data.dir().display());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            if let (Some(r), Some(obj)) = (&report, v.as_object_mut()) {
+                obj.insert("sip_call_id".into(), r.transport_id.clone().into());
+                if let serde_json::Value::Object(body) = &r.body {
+                    for key in [
+                        "agent",
+                        "engines",
+                        "transcript",
+                        "turns",
+                        "latency",
+                        "usage",
+                        "engine_errors",
+                    ] {
+                        if let Some(val) = body.get(key) {
+                            obj.insert(key.into(), val.clone());
+                        }
+                    }
+                }
+            }
             if json {
                 println!("{v}");
             } else {

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use std::sync::atomic::{AtomicU32, Ordering};
-use vaani_events::{MediaCallEnded, Provider};
+use vaani_events::{MediaCallEnded, MediaCallUsage, Provider};
 use vaani_media::metrics::{CallEnd, Metrics};
 use vaani_media::server::{EchoApp, StreamServer};
 use vaani_media::sip::sdp::Codec;
@@ -209,6 +209,77 @@ async fn drain(entry: &NodeEntry, timeout: Duration) {
 }
 
 /// Puts every ended call that carries our call id on the call-events queue.
+/// Keep each call's pipeline report (for `vaani calls show`) and queue its engine usage for
+/// cost accounting.
+pub async fn store_reports(
+    stores: Stores,
+    mut reports: tokio::sync::mpsc::UnboundedReceiver<vaani_media::pipeline::call::CallReport>,
+) {
+    while let Some(report) = reports.recv().await {
+        let now = chrono::Utc::now();
+        let tenant = report
+            .ids
+            .tenant
+            .clone()
+            .unwrap_or_else(|| DEMO_TENANT.to_string());
+        let body = match serde_json::to_value(&report) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "call report not serialized");
+                continue;
+            }
+        };
+        let stored = vaani_store::StoredReport {
+            tenant: tenant.clone(),
+            call_id: report.ids.call_id.clone(),
+            transport_id: report.ids.transport_id.clone(),
+            created_at: now,
+            body,
+            expires_at: Some(now + chrono::Duration::days(REPORT_TTL_DAYS)),
+        };
+        if let Err(e) = stores.reports.put_report(&stored).await {
+            tracing::warn!(error = %e, "call report not stored");
+        }
+        let usage = MediaCallUsage {
+            kind: MediaCallUsage::KIND.to_string(),
+            v: MediaCallUsage::VERSION,
+            tenant,
+            call_id: report
+                .ids
+                .call_id
+                .clone()
+                .unwrap_or_else(|| report.ids.transport_id.clone()),
+            node_id: DEV_NODE.to_string(),
+            stt_engine: report.engines.stt.clone(),
+            stt_audio_ms: report.usage.stt_audio_ms,
+            llm_engine: report.engines.llm.clone(),
+            llm_input_tokens: report.usage.llm.input_tokens,
+            llm_output_tokens: report.usage.llm.output_tokens,
+            llm_cache_read_tokens: report.usage.llm.cache_read_tokens,
+            llm_cache_write_tokens: report.usage.llm.cache_write_tokens,
+            tts_engine: report.engines.tts.clone(),
+            tts_characters: report.usage.tts_characters,
+            ended_at: now,
+        };
+        match serde_json::to_string(&usage) {
+            Ok(body) => {
+                let dedupe = usage.dedupe_id();
+                if let Err(e) = stores
+                    .queue
+                    .send(vaani_store::queues::CALL_EVENTS, &body, Some(&dedupe))
+                    .await
+                {
+                    tracing::warn!(error = %e, "usage event not queued");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "usage event not serialized"),
+        }
+    }
+}
+
+/// How long the dev node keeps call reports.
+const REPORT_TTL_DAYS: i64 = 30;
+
 async fn queue_call_ends(stores: Stores, mut ended: tokio::sync::mpsc::Receiver<CallEnd>) {
     while let Some(end) = ended.recv().await {
         let Some(call_id) = end.call_id.clone() else {

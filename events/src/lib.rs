@@ -307,9 +307,78 @@ impl MediaCallEnded {
     }
 }
 
+/// Engine usage of one call on a media node, for cost accounting: audio seconds sent to STT,
+/// LLM tokens (with prompt-cache reads and writes) and TTS characters, by engine. Additive to
+/// the other envelopes on the call-events queue; told apart by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaCallUsage {
+    /// Always [`MediaCallUsage::KIND`].
+    pub kind: String,
+    pub v: u32,
+    pub tenant: String,
+    /// Our call id, or the SIP Call-ID / stream id for calls that came straight to the node.
+    pub call_id: String,
+    pub node_id: String,
+    pub stt_engine: String,
+    pub stt_audio_ms: u64,
+    pub llm_engine: String,
+    pub llm_input_tokens: u64,
+    pub llm_output_tokens: u64,
+    pub llm_cache_read_tokens: u64,
+    pub llm_cache_write_tokens: u64,
+    pub tts_engine: String,
+    pub tts_characters: u64,
+    pub ended_at: DateTime<Utc>,
+}
+
+impl MediaCallUsage {
+    pub const KIND: &'static str = "media_call_usage";
+    pub const VERSION: u32 = 1;
+
+    /// One usage report per call per node.
+    pub fn dedupe_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [Self::KIND, &self.tenant, &self.call_id, &self.node_id] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_call_usage_round_trips_and_dedupes_per_call() {
+        let a = MediaCallUsage {
+            kind: MediaCallUsage::KIND.into(),
+            v: MediaCallUsage::VERSION,
+            tenant: "demo".into(),
+            call_id: "c1".into(),
+            node_id: "dev".into(),
+            stt_engine: "embedded".into(),
+            stt_audio_ms: 5200,
+            llm_engine: "anthropic".into(),
+            llm_input_tokens: 900,
+            llm_output_tokens: 60,
+            llm_cache_read_tokens: 800,
+            llm_cache_write_tokens: 0,
+            tts_engine: "cartesia".into(),
+            tts_characters: 140,
+            ended_at: Utc::now(),
+        };
+        let mut b = a.clone();
+        b.tts_characters = 1;
+        assert_eq!(a.dedupe_id(), b.dedupe_id());
+        b.call_id = "c2".into();
+        assert_ne!(a.dedupe_id(), b.dedupe_id());
+        let v = serde_json::to_value(&a).unwrap_or_default();
+        assert_eq!(v["kind"], "media_call_usage");
+        assert_eq!(serde_json::from_value::<MediaCallUsage>(v).ok(), Some(a));
+    }
 
     #[test]
     fn media_call_ended_dedupes_on_the_call_not_the_timing() {

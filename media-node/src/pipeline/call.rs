@@ -22,6 +22,7 @@ use super::sentences::SentenceSplitter;
 use super::turn::{TurnDetector, TurnEvent, FRAME_MS};
 use super::vad::VoiceDetector;
 use crate::agent::ResolvedAgent;
+use crate::codec::FRAME_SAMPLES;
 
 /// Frames of audio before detected speech that are sent to the STT with it.
 const PREROLL_FRAMES: usize = 15;
@@ -80,6 +81,48 @@ pub struct TurnLatency {
     /// Time spent waiting on engines within `total_ms` (STT final, LLM first token, TTS
     /// first byte): the rest is what the platform added.
     pub engine_wait_ms: Option<u64>,
+    /// What the platform itself added, in µs: from the end-of-turn decision to the first
+    /// agent frame queued for sending, minus the time spent waiting on engines (the STT's
+    /// final after end of speech, the LLM's first speakable sentence, the TTS's first audio).
+    /// The wait for the next 20 ms send slot is pacing, not counted.
+    pub platform_us: Option<u64>,
+}
+
+/// Precise instants of one turn (for `platform_us`).
+#[derive(Debug, Clone, Copy)]
+struct TurnClock {
+    decided: Instant,
+    stt_final: Instant,
+    tts_asked: Option<Instant>,
+    tts_first: Option<Instant>,
+    queued: Option<Instant>,
+}
+
+impl TurnClock {
+    fn new(decided: Instant, stt_final: Instant) -> Self {
+        TurnClock {
+            decided,
+            stt_final,
+            tts_asked: None,
+            tts_first: None,
+            queued: None,
+        }
+    }
+
+    /// The platform's share once the first frame is queued.
+    fn platform(&self) -> Option<Duration> {
+        let (asked, first, queued) = (self.tts_asked?, self.tts_first?, self.queued?);
+        // The LLM is asked right at the final; waiting for its first sentence, then for the
+        // TTS's first audio, is engine time.
+        let engine = self.stt_final.saturating_duration_since(self.decided)
+            + asked.saturating_duration_since(self.stt_final)
+            + first.saturating_duration_since(asked);
+        Some(
+            queued
+                .saturating_duration_since(self.decided)
+                .saturating_sub(engine),
+        )
+    }
 }
 
 /// Engine usage of a call, for cost accounting.
@@ -99,12 +142,22 @@ pub struct LatencySummary {
     pub p99_ms: Option<u64>,
 }
 
+/// Which engines a call used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EngineNames {
+    pub stt: String,
+    pub llm: String,
+    pub tts: String,
+}
+
 /// What a call's pipeline leaves behind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CallReport {
     #[serde(flatten)]
     pub ids: CallIds,
     pub agent: String,
+    /// The engines the call used (STT, dialogue, TTS).
+    pub engines: EngineNames,
     pub transcript: Vec<TranscriptEntry>,
     pub turns: Vec<TurnLatency>,
     pub latency: LatencySummary,
@@ -193,6 +246,8 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
 
 /// The caller turn whose final text is awaited.
 struct PendingTurn {
+    /// When the end of the turn was decided (and the STT asked for its final).
+    decided: Instant,
     speech_start: Instant,
     speech_end: Instant,
     deadline: Instant,
@@ -265,6 +320,8 @@ struct Pipeline {
     awaiting_audio: Vec<(u32, usize)>,
     transcript: Vec<TranscriptEntry>,
     turns: Vec<TurnLatency>,
+    /// Parallel to `turns`.
+    clocks: Vec<TurnClock>,
     usage: Usage,
     errors: Vec<String>,
     last_activity: Instant,
@@ -324,6 +381,7 @@ impl Pipeline {
             awaiting_audio: Vec::new(),
             transcript: Vec::new(),
             turns: Vec::new(),
+            clocks: Vec::new(),
             usage: Usage::default(),
             errors: Vec::new(),
             last_activity: now,
@@ -469,6 +527,7 @@ impl Pipeline {
         self.last_activity = now;
         self.stt_send(SttInput::EndOfSpeech);
         self.pending = Some(PendingTurn {
+            decided: now,
             speech_start: self.speech_start,
             speech_end: self.last_voiced + Duration::from_millis(FRAME_MS),
             deadline: now + FINAL_TIMEOUT,
@@ -555,6 +614,7 @@ impl Pipeline {
             stt_final_ms: Some(stt_final_ms),
             ..TurnLatency::default()
         });
+        self.clocks.push(TurnClock::new(p.decided, now));
         self.start_reply(LlmInput::Utterance(text), Some(idx));
     }
 
@@ -594,6 +654,7 @@ impl Pipeline {
             stt_final_ms: None,
             ..TurnLatency::default()
         });
+        self.clocks.push(TurnClock::new(now, now));
         self.start_reply(LlmInput::Dtmf(keys), Some(idx));
     }
 
@@ -723,6 +784,9 @@ impl Pipeline {
                     l.first_sentence_ms = Some(now_ms);
                 }
             }
+            if let Some(c) = r.latency.and_then(|i| self.clocks.get_mut(i)) {
+                c.tts_asked.get_or_insert(now);
+            }
             return;
         }
         if r.llm_done {
@@ -744,7 +808,8 @@ impl Pipeline {
     }
 
     fn on_tts(&mut self, ev: Option<Result<TtsEvent, EngineError>>) {
-        let now_ms = self.ms(Instant::now());
+        let now = Instant::now();
+        let now_ms = self.ms(now);
         match ev {
             Some(Ok(TtsEvent::Audio(pcm))) => {
                 if let Some(l) = self.latency_mut() {
@@ -756,7 +821,11 @@ impl Pipeline {
                 let Some((segment, _)) = &r.synth else { return };
                 r.carry.extend_from_slice(&pcm);
                 let carry = std::mem::take(&mut r.carry);
+                let whole = carry.len() >= FRAME_SAMPLES;
                 r.carry = self.out.push_audio(r.id, *segment, &carry, false);
+                if let Some(i) = r.latency {
+                    self.mark_queued(i, now, whole);
+                }
             }
             Some(Ok(TtsEvent::Usage { characters })) => self.usage.tts_characters += characters,
             Some(Err(e)) => {
@@ -771,13 +840,33 @@ impl Pipeline {
     /// The sentence being synthesised is complete.
     fn end_segment(&mut self) {
         self.tts_rx = None;
+        let now = Instant::now();
         if let Some(r) = &mut self.reply {
             if let Some((segment, _)) = r.synth.take() {
                 let carry = std::mem::take(&mut r.carry);
+                let some = !carry.is_empty();
                 self.out.push_audio(r.id, segment, &carry, true);
+                if let Some(i) = r.latency {
+                    self.mark_queued(i, now, some);
+                }
             }
         }
         self.pump_tts();
+    }
+
+    /// TTS audio arrived for turn `i` (`queued`: a whole frame went to the out queue).
+    fn mark_queued(&mut self, i: usize, now: Instant, queued: bool) {
+        let Some(c) = self.clocks.get_mut(i) else {
+            return;
+        };
+        c.tts_first.get_or_insert(now);
+        if queued && c.queued.is_none() {
+            c.queued = Some(now);
+            let platform = c.platform();
+            if let Some(l) = self.turns.get_mut(i) {
+                l.platform_us = platform.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+            }
+        }
     }
 
     fn on_played(&mut self, p: Played) {
@@ -898,6 +987,11 @@ impl Pipeline {
         totals.sort_unstable();
         CallReport {
             agent: self.cfg.agent.spec.name.clone(),
+            engines: EngineNames {
+                stt: self.cfg.engines.stt.name().to_string(),
+                llm: self.cfg.engines.llm.name().to_string(),
+                tts: self.cfg.engines.tts.name().to_string(),
+            },
             latency: LatencySummary {
                 turns: totals.len(),
                 p50_ms: percentile(&totals, 50.0),

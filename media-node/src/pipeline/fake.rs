@@ -18,6 +18,8 @@ use crate::codec::FRAME_SAMPLES;
 pub struct FakeStt {
     pub delay: Duration,
     pub script: Arc<Mutex<VecDeque<String>>>,
+    /// Said when the script is used up (empty: nothing recognised).
+    pub otherwise: String,
 }
 
 impl FakeStt {
@@ -25,6 +27,16 @@ impl FakeStt {
         FakeStt {
             delay,
             script: Arc::new(Mutex::new(lines.iter().map(|s| s.to_string()).collect())),
+            otherwise: String::new(),
+        }
+    }
+
+    /// Recognises `text` every time.
+    pub fn repeating(delay: Duration, text: &str) -> Self {
+        FakeStt {
+            delay,
+            script: Arc::new(Mutex::new(VecDeque::new())),
+            otherwise: text.to_string(),
         }
     }
 }
@@ -39,6 +51,7 @@ impl SttEngine for FakeStt {
         let (ev_tx, ev_rx) = mpsc::channel(16);
         let delay = self.delay;
         let script = self.script.clone();
+        let otherwise = self.otherwise.clone();
         tokio::spawn(async move {
             let mut audio_ms = 0u64;
             while let Some(input) = in_rx.recv().await {
@@ -49,8 +62,9 @@ impl SttEngine for FakeStt {
                     SttInput::EndOfSpeech => {
                         let text = script
                             .lock()
-                            .map(|mut s| s.pop_front().unwrap_or_default())
-                            .unwrap_or_default();
+                            .ok()
+                            .and_then(|mut s| s.pop_front())
+                            .unwrap_or_else(|| otherwise.clone());
                         let tx = ev_tx.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(delay).await;
@@ -142,15 +156,9 @@ impl TtsEngine for FakeTts {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let frames = total_ms.div_ceil(20);
-            let mut phase = 0.0f32;
+            let tone = tone_frame();
             for _ in 0..frames {
-                let pcm: Vec<i16> = (0..FRAME_SAMPLES)
-                    .map(|_| {
-                        phase += 2.0 * std::f32::consts::PI * 440.0 / 16_000.0;
-                        (phase.sin() * 8000.0) as i16
-                    })
-                    .collect();
-                if tx.send(Ok(TtsEvent::Audio(pcm))).await.is_err() {
+                if tx.send(Ok(TtsEvent::Audio(tone.to_vec()))).await.is_err() {
                     return;
                 }
             }
@@ -158,4 +166,17 @@ impl TtsEngine for FakeTts {
         });
         rx
     }
+}
+
+/// 20 ms of a 400 Hz tone (a whole number of periods, so frames join seamlessly).
+fn tone_frame() -> &'static [i16; FRAME_SAMPLES] {
+    static TONE: std::sync::OnceLock<[i16; FRAME_SAMPLES]> = std::sync::OnceLock::new();
+    TONE.get_or_init(|| {
+        let mut f = [0i16; FRAME_SAMPLES];
+        for (i, s) in f.iter_mut().enumerate() {
+            let t = i as f32 / 16_000.0;
+            *s = ((2.0 * std::f32::consts::PI * 400.0 * t).sin() * 8000.0) as i16;
+        }
+        f
+    })
 }

@@ -4,6 +4,7 @@
 //! ([`engines`]); [`call`] is the one task per call that moves data between them.
 
 pub mod apps;
+pub mod cache;
 pub mod call;
 pub mod dialogue;
 pub mod engines;
