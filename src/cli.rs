@@ -101,6 +101,10 @@ pub struct DevArgs {
     /// them); without it, allowlisted sources may call directly (sipp, a softphone).
     #[arg(long)]
     pub sip_require_token: bool,
+    /// Send calls the node places (`POST /node/calls`, `vaani dial`) whose target host is a
+    /// name to this proxy (IP:port; the node does no DNS). Without it, targets must be IPs.
+    #[arg(long, value_name = "ADDR")]
+    pub sip_outbound_proxy: Option<SocketAddr>,
     #[command(flatten)]
     pub data: DataArg,
 }

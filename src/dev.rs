@@ -278,6 +278,7 @@ async fn start_sip(
         },
         registry,
         metrics,
+        outbound_proxy: args.sip_outbound_proxy,
     };
     SipNode::start(config).await.with_context(|| {
         format!(
