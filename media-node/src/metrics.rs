@@ -51,7 +51,8 @@ impl Transport {
 /// the `reason` of the call-ended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndReason {
-    /// The caller (or the provider on its behalf) ended it: BYE, CANCEL, stream `stop`/close.
+    /// The far end ended it: the caller (or the provider on its behalf, or the callee of a call
+    /// the node placed): BYE, CANCEL, stream `stop`/close.
     CallerHangup,
     /// The node's app hung up.
     AgentHangup,
