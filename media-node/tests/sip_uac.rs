@@ -3,8 +3,10 @@
 //! transaction) → the same ACK, 486, CANCEL after a provisional (and waiting for one), the
 //! CANCEL/200 race (ACK then BYE), Digest retry on 401/407 (hash checked independently and
 //! against RFC 2617's vector), Timer B, the answer timeout, BYE both ways, re-INVITE/INFO
-//! from the callee, a second fork's 2xx, the allowlist for dialed peers, and a property test
-//! that hostile responses never panic or leak state.
+//! from the callee, a second fork's 2xx, the allowlist for dialed peers, REFER both ways
+//! (blind transfer out with its NOTIFYs ending our leg; an incoming REFER accepted with
+//! 202 + NOTIFYs or declined), and a property test that hostile responses never panic or
+//! leak state.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -16,7 +18,9 @@ use proptest::prelude::*;
 use vaani_media::sip::digest::{self, Challenge, Credentials, DigestRequest, Qop};
 use vaani_media::sip::message::{Request, Response, SipMessage};
 use vaani_media::sip::transaction::Timers;
-use vaani_media::sip::uas::{CallHandle, Dial, EndReason, Uas, UasConfig, UasEvent, UasOutput};
+use vaani_media::sip::uas::{
+    CallHandle, Dial, EndReason, TransferState, Uas, UasConfig, UasError, UasEvent, UasOutput,
+};
 use vaani_media::sip::{Host, Method, NameAddr, SipUri, Uri};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -877,6 +881,312 @@ fn bad_targets_are_refused() {
         assert!(h.uas.dial(h.now, dial_to(t)).is_err(), "{t}");
     }
     assert_eq!(h.uas.calls_held(), 0);
+}
+
+fn sipfrag_notify(invite: &Request, cseq: u32, id: u32, frag: &str, state: &str) -> String {
+    from_callee(
+        invite,
+        "NOTIFY",
+        cseq,
+        &format!(
+            "Event: refer;id={id}\r\nSubscription-State: {state}\r\n\
+             Content-Type: message/sipfrag;version=2.0\r\n"
+        ),
+        frag,
+    )
+}
+
+fn sent_responses(out: &[Out]) -> Vec<u16> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Sent(_, _, SipMessage::Response(r)) => Some(r.status),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent_requests(out: &[Out]) -> Vec<Request> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Sent(_, _, SipMessage::Request(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn out_events(out: &[Out]) -> Vec<UasEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn blind_transfer_out_ends_our_leg_when_the_target_answers() {
+    let mut h = H::new();
+    let (call, invite, _) = h.answered();
+    let contact: SocketAddr = "198.51.100.7:5090".parse().unwrap();
+    let target = Uri::parse("sip:carol@198.51.100.9").unwrap();
+    h.uas.transfer(h.now, call, &target).unwrap();
+    h.drain();
+    let reqs = h.requests();
+    assert_eq!(reqs.len(), 1);
+    let (to, refer) = &reqs[0];
+    assert_eq!(*to, contact);
+    assert_eq!(refer.method, Method::Refer);
+    assert_eq!(refer.uri.to_string(), "sip:bob@198.51.100.7:5090");
+    assert_eq!(refer.headers.cseq.seq, 2);
+    assert_eq!(
+        refer.headers.get("Refer-To"),
+        Some("<sip:carol@198.51.100.9>")
+    );
+    assert!(refer
+        .headers
+        .get("Referred-By")
+        .unwrap()
+        .contains("+911140000000"));
+    assert_eq!(refer.headers.to.tag(), Some("bob1"));
+    assert_eq!(
+        h.uas.transfer(h.now, call, &target),
+        Err(UasError::TransferPending)
+    );
+    h.respond(&refer.response(202, None));
+    assert_eq!(
+        h.events(),
+        [UasEvent::Transfer {
+            call,
+            state: TransferState::Accepted
+        }]
+    );
+    h.recv(
+        sipfrag_notify(&invite, 2, 2, "SIP/2.0 100 Trying\r\n", "active;expires=60").as_bytes(),
+        contact,
+    );
+    let out = h.take();
+    assert_eq!(sent_responses(&out), [200]);
+    assert_eq!(
+        out_events(&out),
+        [UasEvent::Transfer {
+            call,
+            state: TransferState::Progress(100)
+        }]
+    );
+    h.recv(
+        sipfrag_notify(
+            &invite,
+            3,
+            2,
+            "SIP/2.0 200 OK\r\n",
+            "terminated;reason=noresource",
+        )
+        .as_bytes(),
+        contact,
+    );
+    let out = h.take();
+    assert_eq!(sent_responses(&out), [200]);
+    let events = out_events(&out);
+    assert_eq!(
+        events,
+        [
+            UasEvent::Transfer {
+                call,
+                state: TransferState::Succeeded(200)
+            },
+            UasEvent::Ended {
+                call,
+                reason: EndReason::LocalHangup {
+                    cause: 200,
+                    text: "transferred".into()
+                }
+            }
+        ]
+    );
+    let bye = sent_requests(&out).pop().unwrap();
+    assert_eq!(bye.method, Method::Bye);
+    assert_eq!(bye.headers.cseq.seq, 3);
+    assert_eq!(
+        bye.headers.get("Reason"),
+        Some("SIP;cause=200;text=\"transferred\"")
+    );
+    h.respond(&bye.response(200, None));
+    assert_eq!(h.uas.calls_held(), 0);
+}
+
+#[test]
+fn failed_transfers_keep_the_call() {
+    let mut h = H::new();
+    let (call, invite) = h.dial(dial());
+    let target = Uri::parse("sip:carol@198.51.100.9").unwrap();
+    assert_eq!(
+        h.uas.transfer(h.now, call, &target),
+        Err(UasError::NotConfirmed),
+        "not before the answer"
+    );
+    h.respond(&ok(&invite, ""));
+    h.take();
+    let contact: SocketAddr = "198.51.100.7:5090".parse().unwrap();
+    // Refused.
+    h.uas.transfer(h.now, call, &target).unwrap();
+    h.drain();
+    let refer = h.requests().pop().unwrap().1;
+    h.respond(&refer.response(403, None));
+    assert_eq!(
+        h.events(),
+        [UasEvent::Transfer {
+            call,
+            state: TransferState::Failed(403)
+        }]
+    );
+    // Accepted, then the target was busy.
+    h.uas.transfer(h.now, call, &target).unwrap();
+    h.drain();
+    let refer = h.requests().pop().unwrap().1;
+    assert_eq!(refer.headers.cseq.seq, 3);
+    h.respond(&refer.response(202, None));
+    h.take();
+    h.recv(
+        sipfrag_notify(&invite, 1, 3, "SIP/2.0 486 Busy Here\r\n", "terminated").as_bytes(),
+        contact,
+    );
+    let out = h.take();
+    assert_eq!(sent_responses(&out), [200]);
+    assert_eq!(
+        out_events(&out),
+        [UasEvent::Transfer {
+            call,
+            state: TransferState::Failed(486)
+        }]
+    );
+    // A NOTIFY for another event package, and for a subscription we never made.
+    h.recv(
+        from_callee(&invite, "NOTIFY", 2, "Event: presence\r\n", "").as_bytes(),
+        contact,
+    );
+    assert_eq!(sent_responses(&h.take()), [489]);
+    h.recv(
+        sipfrag_notify(&invite, 3, 99, "SIP/2.0 200 OK\r\n", "terminated").as_bytes(),
+        contact,
+    );
+    assert_eq!(sent_responses(&h.take()), [481]);
+    // No answer at all: Timer F.
+    h.uas.transfer(h.now, call, &target).unwrap();
+    h.drain();
+    h.take();
+    h.run_until(h.now - h.t0 + SECS(33));
+    let events = h.events();
+    assert_eq!(
+        events,
+        [UasEvent::Transfer {
+            call,
+            state: TransferState::Failed(408)
+        }]
+    );
+    assert_eq!(h.uas.live_calls(), [call]);
+}
+
+#[test]
+fn incoming_refer_accepted_with_notifies_or_declined() {
+    let mut h = H::new();
+    let (call, invite, _) = h.answered();
+    let contact: SocketAddr = "198.51.100.7:5090".parse().unwrap();
+    let refer = from_callee(
+        &invite,
+        "REFER",
+        2,
+        "Refer-To: <sip:dave@198.51.100.20>\r\n",
+        "",
+    );
+    h.recv(refer.as_bytes(), contact);
+    assert_eq!(
+        h.events(),
+        [UasEvent::ReferRequested {
+            call,
+            refer_to: "<sip:dave@198.51.100.20>".into()
+        }]
+    );
+    // A second REFER while the first waits.
+    let again = from_callee(
+        &invite,
+        "REFER",
+        3,
+        "Refer-To: <sip:erin@198.51.100.21>\r\n",
+        "",
+    );
+    h.recv(again.as_bytes(), contact);
+    assert_eq!(sent_responses(&h.take()), [491]);
+    h.uas.answer_refer(h.now, call, true).unwrap();
+    h.drain();
+    let out = h.take();
+    assert_eq!(sent_responses(&out), [202]);
+    let notify = sent_requests(&out).pop().unwrap();
+    assert_eq!(notify.method, Method::Notify);
+    assert_eq!(notify.headers.get("Event"), Some("refer;id=2"));
+    assert_eq!(
+        notify.headers.get("Subscription-State"),
+        Some("active;expires=60")
+    );
+    assert_eq!(
+        notify.headers.content_type.as_deref(),
+        Some("message/sipfrag;version=2.0")
+    );
+    assert_eq!(&notify.body[..], b"SIP/2.0 100 Trying\r\n");
+    assert_eq!(notify.headers.to.tag(), Some("bob1"));
+    h.respond(&notify.response(200, None));
+    h.uas.notify_refer(h.now, call, 200).unwrap();
+    h.drain();
+    let last = h.requests().pop().unwrap().1;
+    assert_eq!(&last.body[..], b"SIP/2.0 200 OK\r\n");
+    assert_eq!(
+        last.headers.get("Subscription-State"),
+        Some("terminated;reason=noresource")
+    );
+    assert!(last.headers.cseq.seq > notify.headers.cseq.seq);
+    assert_eq!(
+        h.uas.notify_refer(h.now, call, 200),
+        Err(UasError::NothingToAnswer),
+        "the subscription is over"
+    );
+    // Declined.
+    let refer = from_callee(
+        &invite,
+        "REFER",
+        4,
+        "Refer-To: <sip:dave@198.51.100.20>\r\n",
+        "",
+    );
+    h.recv(refer.as_bytes(), contact);
+    h.take();
+    h.uas.answer_refer(h.now, call, false).unwrap();
+    h.drain();
+    let out = h.take();
+    assert_eq!(sent_responses(&out), [603]);
+    assert!(sent_requests(&out).is_empty());
+    // No Refer-To; and a REFER outside any dialog.
+    h.recv(from_callee(&invite, "REFER", 5, "", "").as_bytes(), contact);
+    assert_eq!(sent_responses(&h.take()), [400]);
+    let outside = "REFER sip:vaani@192.0.2.1 SIP/2.0\r\n\
+                   Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKref\r\n\
+                   From: <sip:x@192.0.2.10>;tag=x\r\nTo: <sip:vaani@192.0.2.1>\r\n\
+                   Call-ID: refer-out@192.0.2.10\r\nCSeq: 1 REFER\r\nMax-Forwards: 70\r\n\
+                   Refer-To: <sip:y@192.0.2.11>\r\nContact: <sip:x@192.0.2.10>\r\n\
+                   Content-Length: 0\r\n\r\n";
+    h.recv(outside.as_bytes(), "192.0.2.10:5070".parse().unwrap());
+    assert_eq!(sent_responses(&h.take()), [405]);
+    // A REFER still waiting when the call ends gets 487.
+    let refer = from_callee(
+        &invite,
+        "REFER",
+        6,
+        "Refer-To: <sip:dave@198.51.100.20>\r\n",
+        "",
+    );
+    h.recv(refer.as_bytes(), contact);
+    h.take();
+    h.uas.hangup(h.now, call, 200, "bye").unwrap();
+    h.drain();
+    assert_eq!(sent_responses(&h.take()), [487]);
 }
 
 fn arb_status() -> impl Strategy<Value = u16> {

@@ -43,6 +43,7 @@
 //! kinds share the transaction layer, the call handles, the in-dialog handling above (BYE,
 //! re-INVITE, INFO, OPTIONS from the far end) and [`Uas::hangup`].
 
+pub mod refer;
 pub mod uac;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -60,10 +61,11 @@ use super::transaction::{
 };
 use super::uri::{SipUri, Uri};
 
+pub use refer::TransferState;
 pub use uac::Dial;
 
 /// The methods we answer, for `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY";
 /// Bodies we take, for `Accept` (INVITE/ACK: SDP; INFO: DTMF relay).
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
 
@@ -142,6 +144,13 @@ pub enum UasEvent {
     /// A call we placed was answered (a 2xx, which the core has acknowledged): `body` is the
     /// SDP answer to our offer.
     Answered { call: CallHandle, body: Bytes },
+    /// How a transfer we asked for ([`Uas::transfer`]) is going.
+    Transfer {
+        call: CallHandle,
+        state: TransferState,
+    },
+    /// The far end asks us to call `refer_to` (REFER): answer with [`Uas::answer_refer`].
+    ReferRequested { call: CallHandle, refer_to: String },
     /// The call is over; nothing more comes for it.
     Ended { call: CallHandle, reason: EndReason },
 }
@@ -199,6 +208,10 @@ pub enum UasError {
     BadTarget,
     #[error("the transaction layer refused the request")]
     Transaction,
+    #[error("the call is not up (no confirmed dialog)")]
+    NotConfirmed,
+    #[error("a transfer of this call is already under way")]
+    TransferPending,
 }
 
 /// Counters for metrics and tests.
@@ -257,6 +270,9 @@ struct Call {
     ended: bool,
     /// What only a call we placed has (`None` for incoming calls).
     out: Option<Box<uac::Outbound>>,
+    /// Our REFER, and the far end's.
+    refer_out: Option<refer::ReferOut>,
+    refer_in: Option<refer::ReferIn>,
 }
 
 /// SplitMix64: tags and branches from the driver's seed.
@@ -293,6 +309,8 @@ pub struct Uas {
     retransmitting: HashSet<CallHandle>,
     /// INVITE client transactions (calls we placed) → their call and where they went.
     by_uac_tx: HashMap<TransactionId, (CallHandle, IpAddr)>,
+    /// Our REFER client transactions → their call.
+    by_refer_tx: HashMap<TransactionId, CallHandle>,
     /// Calls we placed that have a deadline (answer timeout, CANCEL give-up).
     dialing: HashSet<CallHandle>,
     /// Addresses we placed live calls (or INVITE transactions) to, with how many: their
@@ -315,6 +333,7 @@ impl Uas {
             by_bye_tx: HashMap::new(),
             retransmitting: HashSet::new(),
             by_uac_tx: HashMap::new(),
+            by_refer_tx: HashMap::new(),
             dialing: HashSet::new(),
             dialed_peers: HashMap::new(),
             out: VecDeque::new(),
@@ -564,12 +583,17 @@ impl Uas {
             TuEvent::Response { tx, response } => {
                 if self.by_uac_tx.contains_key(&tx) {
                     self.on_invite_response(now, tx, response);
+                } else if self.is_refer_tx(tx) {
+                    if response.status >= 200 {
+                        self.on_refer_response(tx, response.status);
+                    }
                 } else if response.status >= 200 {
                     self.bye_done(tx);
                 }
             }
             TuEvent::Timeout { tx } | TuEvent::TransportError { tx } => {
                 self.invite_timeout(tx);
+                self.on_refer_response(tx, 408);
                 self.bye_done(tx);
             }
             TuEvent::Terminated { tx } => {
@@ -627,6 +651,11 @@ impl Uas {
                 &[("Allow", ALLOW), ("Accept", ACCEPT)],
             ),
             Method::Info => self.on_info(now, tx, &request),
+            // RFC 3515 inside a dialog; a REFER or NOTIFY outside one is not supported.
+            Method::Refer if request.headers.to.tag().is_some() => self.on_refer(now, tx, &request),
+            Method::Notify if request.headers.to.tag().is_some() => {
+                self.on_notify(now, tx, &request)
+            }
             // ACKs never make a transaction; they arrive as `TuEvent::Ack`.
             Method::Ack => {}
             // §8.2.1: a method we do not know at all.
@@ -680,6 +709,8 @@ impl Uas {
                 bye_tx: None,
                 ended: false,
                 out: None,
+                refer_out: None,
+                refer_in: None,
             },
         );
         self.by_invite_tx.insert(tx, call);
@@ -768,6 +799,7 @@ impl Uas {
             let r = rreq.response(487, None);
             self.respond(now, rtx, r);
         }
+        self.drop_refer_in(now, call);
         self.end(call, EndReason::RemoteBye);
         self.remove_call(call);
     }
@@ -872,6 +904,7 @@ impl Uas {
 
     /// Sends BYE in the call's dialog; the call is `Terminating` until its transaction ends.
     fn send_bye(&mut self, now: Instant, call: CallHandle, cause: u16, text: &str) {
+        self.drop_refer_in(now, call);
         let via = self.our_via();
         let server = self.config.server.clone();
         let Some(c) = self.calls.get_mut(&call) else {
@@ -1039,11 +1072,12 @@ impl Uas {
             cause,
             text: text.to_string(),
         };
-        // A re-INVITE still waiting for us will never be answered now.
+        // A re-INVITE or REFER still waiting for us will never be answered now.
         if let Some((rtx, rreq)) = c.reinvite.take() {
             let r = rreq.response(487, None);
             self.respond(now, rtx, r);
         }
+        self.drop_refer_in(now, call);
         let Some(c) = self.calls.get_mut(&call) else {
             return Ok(());
         };

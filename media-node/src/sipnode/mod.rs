@@ -107,6 +107,11 @@ pub(crate) enum SipCmd {
         request: Box<outbound::DialRequest>,
         reply: oneshot::Sender<Result<outbound::Dialed, outbound::DialError>>,
     },
+    /// Blind-transfer a call ([`SipNode::transfer`]).
+    Transfer {
+        request: outbound::TransferRequest,
+        reply: oneshot::Sender<Result<(), outbound::TransferError>>,
+    },
 }
 
 /// A running SIP node.
@@ -217,6 +222,15 @@ impl SipNode {
     /// and then answers [`outbound::DialError::Stopped`].
     pub fn dialer(&self) -> outbound::Dialer {
         outbound::Dialer::new(self.commands.clone())
+    }
+
+    /// Blind-transfers a call (REFER): the far end is asked to call `request.to`; when it
+    /// reports success the node's leg ends with BYE.
+    pub async fn transfer(
+        &self,
+        request: outbound::TransferRequest,
+    ) -> Result<(), outbound::TransferError> {
+        self.dialer().transfer(request).await
     }
 
     /// Places a call from the node's SIP socket; once answered its media runs the node's app
@@ -370,6 +384,9 @@ impl Driver {
                     Some(SipCmd::Dial { request, reply }) => {
                         let _ = reply.send(self.dial(Instant::now(), *request));
                     }
+                    Some(SipCmd::Transfer { request, reply }) => {
+                        let _ = reply.send(self.transfer(Instant::now(), request));
+                    }
                     Some(SipCmd::Shutdown(done)) => {
                         tracing::info!(calls = self.uas.active_calls(), "SIP shutting down: hanging up every call");
                         for entry in self.calls.values_mut() {
@@ -422,6 +439,14 @@ impl Driver {
                 self.on_progress(call, status, &body);
             }
             UasEvent::Answered { call, body } => self.on_answered(now, call, &body),
+            UasEvent::Transfer { call, state } => self.on_transfer(call, state),
+            UasEvent::ReferRequested { call, .. } => {
+                // The node does not carry out transfers the far end asks for (yet).
+                tracing::info!(call = %call, "REFER from the far end: declined (603)");
+                if let Err(e) = self.uas.answer_refer(now, call, false) {
+                    tracing::debug!(call = %call, error = %e, "REFER answer refused");
+                }
+            }
             UasEvent::Ended { call, reason } => self.on_ended(call, &reason),
         }
     }
@@ -530,6 +555,7 @@ impl Driver {
             state: "answered".into(),
             end_reason: None,
             digits: String::new(),
+            transfer: None,
             rtp_received: 0,
             rtp_sent: 0,
             started_at: chrono::Utc::now().to_rfc3339(),

@@ -1,5 +1,6 @@
 //! Calls the node places: [`SipNode::dial`](super::SipNode::dial) and its HTTP face,
-//! `POST /node/calls` ([`router`]).
+//! `POST /node/calls` ([`router`]); and blind transfer of any call (REFER):
+//! [`SipNode::transfer`](super::SipNode::transfer), `POST /node/calls/{call_id}/transfer`.
 //!
 //! A call goes out of the node's SIP socket with our SDP offer (the node's codecs and
 //! `telephone-event`), counts against `max_calls` from the moment it is dialled, appears in the
@@ -29,7 +30,7 @@ use super::{plan_from_answer, random_u64, CallEntry, Driver, SipCmd};
 use crate::metrics::{EndReason as CallEndReason, Transport};
 use crate::sip::digest::Credentials;
 use crate::sip::sdp::{self, SessionDescription};
-use crate::sip::uas::{CallHandle, Dial, UasError};
+use crate::sip::uas::{CallHandle, Dial, TransferState, UasError};
 use crate::sip::{Host, NameAddr, SipUri, Uri};
 
 /// How long a call we place may ring before we cancel it, unless the request says otherwise.
@@ -104,6 +105,43 @@ impl DialError {
     }
 }
 
+/// A blind transfer to ask for.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    /// Our call id of the call (inbound or outbound) to transfer.
+    pub call_id: String,
+    /// The tenant the call must belong to (`None`: any).
+    pub tenant: Option<String>,
+    /// Where the far end should call: a `sip:` or `tel:` URI.
+    pub to: String,
+}
+
+/// Why a transfer was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("no live call with that call id")]
+    UnknownCall,
+    #[error("the transfer target must be a sip: or tel: URI without headers")]
+    BadTarget,
+    #[error("the call is not up yet")]
+    NotUp,
+    #[error("a transfer of this call is already under way")]
+    Pending,
+    #[error("the node's SIP side has stopped")]
+    Stopped,
+}
+
+impl TransferError {
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            TransferError::UnknownCall => StatusCode::NOT_FOUND,
+            TransferError::BadTarget => StatusCode::BAD_REQUEST,
+            TransferError::NotUp | TransferError::Pending => StatusCode::CONFLICT,
+            TransferError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 /// Places calls through a running node's SIP task. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Dialer {
@@ -126,6 +164,17 @@ impl Dialer {
             .await
             .map_err(|_| DialError::Stopped)?;
         answer.await.map_err(|_| DialError::Stopped)?
+    }
+
+    /// Sends the REFER and returns once it is on its way; the outcome shows in the call's
+    /// registry record (`transfer`) and, on success, its end.
+    pub async fn transfer(&self, request: TransferRequest) -> Result<(), TransferError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(SipCmd::Transfer { request, reply })
+            .await
+            .map_err(|_| TransferError::Stopped)?;
+        answer.await.map_err(|_| TransferError::Stopped)?
     }
 }
 
@@ -241,6 +290,7 @@ impl Driver {
             state: "dialing".into(),
             end_reason: None,
             digits: String::new(),
+            transfer: None,
             rtp_received: 0,
             rtp_sent: 0,
             started_at: chrono::Utc::now().to_rfc3339(),
@@ -268,6 +318,63 @@ impl Driver {
             sip_call_id,
             call_id: req.call_id,
         })
+    }
+
+    /// Starts a blind transfer (the SIP task's side of [`Dialer::transfer`]).
+    pub(super) fn transfer(
+        &mut self,
+        now: Instant,
+        req: TransferRequest,
+    ) -> Result<(), TransferError> {
+        let call = self
+            .calls
+            .iter()
+            .find(|(_, e)| {
+                e.call_id.as_deref() == Some(req.call_id.as_str())
+                    && req
+                        .tenant
+                        .as_ref()
+                        .is_none_or(|t| e.tenant.as_ref() == Some(t))
+                    && e.hangup.is_none()
+            })
+            .map(|(h, _)| *h)
+            .ok_or(TransferError::UnknownCall)?;
+        let target = match Uri::parse(req.to.trim()) {
+            Some(Uri::Sip(u)) if u.headers.is_empty() => Uri::Sip(u),
+            Some(u @ Uri::Other { .. }) if req.to.trim().starts_with("tel:") => u,
+            _ => return Err(TransferError::BadTarget),
+        };
+        self.uas.transfer(now, call, &target).map_err(|e| match e {
+            UasError::UnknownCall => TransferError::UnknownCall,
+            UasError::TransferPending => TransferError::Pending,
+            UasError::BadTarget => TransferError::BadTarget,
+            _ => TransferError::NotUp,
+        })?;
+        tracing::info!(call = %call, "blind transfer requested (REFER)");
+        self.config
+            .registry
+            .update(call.as_u64(), |r| r.transfer = Some("requested".into()));
+        Ok(())
+    }
+
+    /// How a transfer we asked for is going.
+    pub(super) fn on_transfer(&mut self, call: CallHandle, state: TransferState) {
+        let text = match state {
+            TransferState::Accepted => "accepted".to_string(),
+            TransferState::Progress(s) => format!("trying: {s}"),
+            TransferState::Succeeded(s) => format!("succeeded: {s}"),
+            TransferState::Failed(s) => format!("failed: {s}"),
+        };
+        tracing::info!(call = %call, transfer = %text, "transfer");
+        if let TransferState::Succeeded(_) = state {
+            // The core is ending our leg with BYE: count it as the agent's hang-up.
+            if let Some(e) = self.calls.get_mut(&call) {
+                e.hangup.get_or_insert(CallEndReason::AgentHangup);
+            }
+        }
+        self.config
+            .registry
+            .update(call.as_u64(), |r| r.transfer = Some(text));
     }
 
     /// 180/183 for a call we placed.
@@ -361,7 +468,81 @@ struct DialState {
 pub fn router(dialer: Dialer, token_key: Arc<Vec<u8>>) -> axum::Router {
     axum::Router::new()
         .route("/node/calls", axum::routing::post(post_call))
+        .route(
+            "/node/calls/{call_id}/transfer",
+            axum::routing::post(post_transfer),
+        )
         .with_state(DialState { dialer, token_key })
+}
+
+/// What `POST /node/calls/{call_id}/transfer` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    /// Where the far end should call: `sip:` or `tel:`.
+    pub to: String,
+    pub tenant: String,
+}
+
+/// The bearer token of a request, verified for `(tenant, call_id)`.
+fn authorize(
+    headers: &HeaderMap,
+    key: &[u8],
+    tenant: &str,
+    call_id: &str,
+) -> Result<(), Box<Response>> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(token) = token else {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "Authorization: Bearer <media token> required",
+        )));
+    };
+    vaani_core::token::verify(key, token, tenant, call_id, chrono::Utc::now()).map_err(|e| {
+        tracing::info!(%tenant, reason = %e, "node call API refused: token");
+        Box::new(error(StatusCode::UNAUTHORIZED, &e.to_string()))
+    })
+}
+
+/// `POST /node/calls/{call_id}/transfer`: blind-transfers the call with our call id
+/// `call_id` (REFER). JSON [`TransferBody`]; the bearer token must be issued for the tenant
+/// and that call id. `202` once the REFER is sent (the outcome shows as `transfer` in
+/// `/debug/sip/calls`); `404` no such live call, `409` not up yet or already transferring.
+async fn post_transfer(
+    State(state): State<DialState>,
+    axum::extract::Path(call_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<TransferBody>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON: {\"to\":\"sip:...\",\"tenant\":\"...\"}",
+        );
+    };
+    if !vaani_core::tenant::valid_id(&body.tenant) || !super::admission::valid_call_id(&call_id) {
+        return error(StatusCode::BAD_REQUEST, "bad tenant or call id");
+    }
+    if let Err(r) = authorize(&headers, &state.token_key, &body.tenant, &call_id) {
+        return *r;
+    }
+    let request = TransferRequest {
+        call_id: call_id.clone(),
+        tenant: Some(body.tenant),
+        to: body.to,
+    };
+    match state.dialer.transfer(request).await {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "call_id": call_id, "transfer": "requested" })),
+        )
+            .into_response(),
+        Err(e) => error(e.http_status(), &e.to_string()),
+    }
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -399,27 +580,9 @@ async fn post_call(State(state): State<DialState>, headers: HeaderMap, body: Byt
             return error(StatusCode::BAD_REQUEST, "bad call_id");
         }
     }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(token) = token else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Authorization: Bearer <media token> required",
-        );
-    };
     let scope = body.call_id.as_deref().unwrap_or(ANY_CALL);
-    if let Err(e) = vaani_core::token::verify(
-        &state.token_key,
-        token,
-        &body.tenant,
-        scope,
-        chrono::Utc::now(),
-    ) {
-        tracing::info!(tenant = %body.tenant, reason = %e, "dial refused: token");
-        return error(StatusCode::UNAUTHORIZED, &e.to_string());
+    if let Err(r) = authorize(&headers, &state.token_key, &body.tenant, scope) {
+        return *r;
     }
     let call_id = body
         .call_id

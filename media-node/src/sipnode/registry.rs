@@ -40,6 +40,9 @@ pub struct CallRecord {
     pub end_reason: Option<String>,
     /// Key presses received, in order (RFC 4733 and SIP INFO).
     pub digits: String,
+    /// A blind transfer of the call (REFER) and how it went: `requested`, `accepted`,
+    /// `trying: 180`, `succeeded: 200`, `failed: 486`.
+    pub transfer: Option<String>,
     pub rtp_received: u64,
     pub rtp_sent: u64,
     pub started_at: String,

@@ -170,6 +170,8 @@ impl Uas {
                     give_up_at: None,
                     dialog_peer: None,
                 })),
+                refer_out: None,
+                refer_in: None,
             },
         );
         // Counted once for the call and once for its INVITE transaction, which outlives the
