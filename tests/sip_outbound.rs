@@ -6,6 +6,9 @@
 //! - baresip auto-answering (`tests/baresip/accounts-answer`) ← `POST /node/calls`: baresip
 //!   plays a 1 kHz tone, the node's echo app plays it back, and the recording of what baresip
 //!   received is checked for the tone's frequency and level (Goertzel).
+//! - Blind transfer out: sipp (`tests/sip/uas_refer.xml`) answers the node's call, takes
+//!   its REFER (`POST /node/calls/{call_id}/transfer`) with 202, sends NOTIFYs (sipfrag 100,
+//!   then 200), and the node ends its leg with BYE.
 //! - `POST /node/calls` refusals (token, tenant, call id, DNS-needing target, bad JSON) and a
 //!   call refused with 486 by a Rust UAS: `vaani dial --wait` reports it and exits 1, the
 //!   registry and metrics count it `not_connected`.
@@ -191,6 +194,116 @@ fn sipp_uas_answers_a_call_placed_with_vaani_dial() {
     // 3 s of audio at 50 packets/s came from sipp; the echo went back.
     assert!(r["rtp_received"].as_u64().unwrap() >= 140, "{r}");
     assert!(r["rtp_sent"].as_u64().unwrap() >= 140, "{r}");
+}
+
+/// sipp with `scenario` as UAS on a free port (waits until it listens), streaming 3 s of a
+/// 440 Hz tone after the ACK.
+fn start_sipp_uas(dir: &std::path::Path, scenario: &str) -> (std::process::Child, u16) {
+    let audio = dir.join("tone.ul");
+    let ulaw: Vec<u8> = (0..24_000)
+        .map(|i| {
+            let x = 8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin();
+            g711::linear_to_ulaw(x as i16)
+        })
+        .collect();
+    std::fs::write(&audio, ulaw).unwrap();
+    let text = std::fs::read_to_string(format!(
+        "{}/tests/sip/{scenario}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("@AUDIO_UL@", audio.to_str().unwrap());
+    let sf = dir.join(scenario);
+    std::fs::write(&sf, text).unwrap();
+    let (sip_port, media_port) = (free_even_udp_port(), free_even_udp_port());
+    let sipp = Command::new("sipp")
+        .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1"])
+        .args(["-p", &sip_port.to_string(), "-mi", "127.0.0.1"])
+        .args(["-mp", &media_port.to_string()])
+        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UdpSocket::bind(("127.0.0.1", sip_port)).is_ok() {
+        assert!(Instant::now() < deadline, "sipp did not bind {sip_port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (sipp, sip_port)
+}
+
+fn assert_sipp_ok(sipp: std::process::Child) {
+    let out = sipp.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sipp failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sipp_takes_a_blind_transfer_and_the_node_leaves() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dev = start_dev_with(data.to_str().unwrap(), &[]);
+    let (sipp, port) = start_sipp_uas(dir.path(), "uas_refer.xml");
+    let call_id = "xfer-1";
+    let auth = bearer(&token(&data, "demo", call_id));
+    let (status, body) = post(
+        &dev.addr,
+        "/node/calls",
+        &auth,
+        &dial_body(&format!("sip:service@127.0.0.1:{port}"), call_id),
+    );
+    assert_eq!(status, 201, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sip_call_id = reply["sip_call_id"].as_str().unwrap().to_string();
+    call_record(&dev.addr, &sip_call_id, |r| r["state"] == "confirmed");
+
+    let transfer = |token: &str, to: &str| {
+        post(
+            &dev.addr,
+            &format!("/node/calls/{call_id}/transfer"),
+            &bearer(token),
+            &serde_json::json!({"to": to, "tenant": "demo"}).to_string(),
+        )
+    };
+    // A token for another call, a target that is not a URI, an unknown call.
+    let (status, _) = transfer(&token(&data, "demo", "xfer-2"), "sip:carol@127.0.0.1:5099");
+    assert_eq!(status, 401);
+    let (status, _) = transfer(&token(&data, "demo", call_id), "carol");
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        &dev.addr,
+        "/node/calls/xfer-2/transfer",
+        &bearer(&token(&data, "demo", "xfer-2")),
+        &serde_json::json!({"to": "sip:carol@127.0.0.1:5099", "tenant": "demo"}).to_string(),
+    );
+    assert_eq!(status, 404);
+    let (status, body) = transfer(&token(&data, "demo", call_id), "sip:carol@127.0.0.1:5099");
+    assert_eq!(status, 202, "{body}");
+
+    assert_sipp_ok(sipp);
+    let r = call_record(&dev.addr, &sip_call_id, |r| r["state"] == "ended");
+    assert_eq!(r["transfer"], "succeeded: 200", "{r}");
+    assert_eq!(r["end_reason"], "local_hangup: transferred", "{r}");
+    let metrics = get(&dev.addr, "/metrics");
+    assert!(
+        metrics.contains("vaani_calls_ended_total{transport=\"sip\",reason=\"agent_hangup\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[test]
