@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut invite = None;
-    let mut drain = |uas: &mut Uas, invite: &mut Option<vaani_media::sip::Request>| {
+    let drain = |uas: &mut Uas, invite: &mut Option<vaani_media::sip::Request>| {
         while let Some(out) = uas.poll_output() {
             if let UasOutput::Transmit { data, .. } = out {
                 if let Ok(SipMessage::Request(r)) = SipMessage::parse(&data) {
