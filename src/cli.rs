@@ -38,6 +38,9 @@ pub enum Cmd {
     /// Manage tenants and their provider credentials in the local store.
     #[command(subcommand)]
     Tenant(TenantCmd),
+    /// Place a call from a running `vaani dev` media node to a SIP URI (POST /node/calls); the
+    /// echo app answers it once it connects.
+    Dial(DialArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,6 +104,38 @@ pub struct DevArgs {
     /// them); without it, allowlisted sources may call directly (sipp, a softphone).
     #[arg(long)]
     pub sip_require_token: bool,
+    /// Send calls the node places (`POST /node/calls`, `vaani dial`) whose target host is a
+    /// name to this proxy (IP:port; the node does no DNS). Without it, targets must be IPs.
+    #[arg(long, value_name = "ADDR")]
+    pub sip_outbound_proxy: Option<SocketAddr>,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DialArgs {
+    /// Who to call: a SIP URI whose host is an IP (the node does no DNS lookups unless it runs
+    /// with --sip-outbound-proxy), e.g. sip:alice@127.0.0.1:5070.
+    pub to: String,
+    /// Base URL of the running `vaani dev`.
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub dev: String,
+    /// The tenant the call belongs to; the media token is minted for it.
+    #[arg(long, default_value = "demo")]
+    pub tenant: String,
+    /// The From user (caller id): 1-64 of A-Z a-z 0-9 + - _ . * #.
+    #[arg(long, default_value = "vaani")]
+    pub from: String,
+    /// Seconds to let it ring before cancelling.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub answer_timeout: u64,
+    /// Digest user for a trunk that challenges (401/407); the password is read from
+    /// $VAANI_SIP_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pub auth_user: Option<String>,
+    /// Wait until the call ends and print how it went; exit 1 when it never connected.
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub data: DataArg,
 }
@@ -270,6 +305,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Webhook(WebhookCmd::Parse(a)) => Ok(parse(a)),
         Cmd::Calls(c) => calls(c).await,
         Cmd::Tenant(t) => tenant(t).await,
+        Cmd::Dial(a) => crate::dial::run(a).await,
     }
 }
 

@@ -86,7 +86,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let sip_registry = CallRegistry::default();
     let sip = start_sip(
         &args,
-        token_key,
+        token_key.clone(),
         active.clone(),
         sip_registry.clone(),
         metrics.clone(),
@@ -94,6 +94,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await?;
     let app = vaani_media::server::router(streams)
         .merge(vaani_media::sipnode::registry::router(sip_registry))
+        .merge(vaani_media::sipnode::outbound::router(
+            sip.dialer(),
+            token_key,
+        ))
         .merge(vaani_media::metrics::router(metrics.clone()))
         .merge(axum::Router::new().fallback(serve).with_state(state));
     let entry = NodeEntry {
@@ -130,6 +134,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .join(",")
     );
     println!("  SIP calls:        {base_url}/debug/sip/calls");
+    println!("  place a call:     POST {base_url}/node/calls (vaani dial sip:user@IP:PORT)");
     println!("  health:           {base_url}/healthz (control plane), {base_url}/node/healthz (media node: 503 while draining)");
     println!("  metrics:          {base_url}/metrics");
     println!(
@@ -353,6 +358,7 @@ async fn start_sip(
         },
         registry,
         metrics,
+        outbound_proxy: args.sip_outbound_proxy,
     };
     SipNode::start(config).await.with_context(|| {
         format!(

@@ -43,6 +43,22 @@ pub fn media_token_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(key)
 }
 
+/// The media token key `vaani dev` made in `dir`, without making one: a client (`vaani dial`)
+/// must sign with the key the running node checks.
+pub fn existing_media_token_key(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("media-token.key");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no media token key at {}: start `vaani dev --data {}` first, or pass the --data it uses",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let key = hex::decode(text.trim()).with_context(|| format!("{} is corrupt", path.display()))?;
+    anyhow::ensure!(key.len() >= 32, "{} is corrupt (too short)", path.display());
+    Ok(key)
+}
+
 pub fn random_bytes(n: usize) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = vec![0u8; n];

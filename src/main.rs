@@ -1,10 +1,11 @@
 //! `vaani`: the command line a user runs first. Thin over the crates in `infra/` and
 //! `functions/`: `dev` serves the webhook Lambda's handler locally on the embedded store;
 //! `webhook` verifies, signs and parses provider webhooks offline; `calls` and `tenant` read
-//! and write the local store.
+//! and write the local store; `dial` places a call from a running `vaani dev` node.
 
 mod cli;
 mod dev;
+mod dial;
 mod local;
 mod stream_auth;
 

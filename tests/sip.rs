@@ -711,7 +711,11 @@ fn sigterm_hangs_up_calls_with_bye() {
         .success());
     // Draining: new calls are refused while the one up carries on.
     let drained = Instant::now() + Duration::from_secs(5);
-    while !get(&dev.addr, "/metrics").contains("vaani_node_draining 1") {
+    // The sample line itself: the family's HELP text also reads "vaani_node_draining 1 …".
+    while !get(&dev.addr, "/metrics")
+        .lines()
+        .any(|l| l == "vaani_node_draining 1")
+    {
         assert!(Instant::now() < drained, "not draining");
         std::thread::sleep(Duration::from_millis(20));
     }

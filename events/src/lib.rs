@@ -278,7 +278,8 @@ pub struct MediaCallEnded {
     pub node_id: String,
     /// `stream` (provider media stream) or `sip`.
     pub transport: String,
-    /// `caller_hangup`, `agent_hangup`, `rtp_timeout`, `max_duration`, `error` or `shutdown`.
+    /// `caller_hangup` (the far end hung up), `agent_hangup`, `rtp_timeout`, `max_duration`,
+    /// `error`, `shutdown`, or `not_connected` (a call the node placed was never answered).
     pub reason: String,
     pub ended_at: DateTime<Utc>,
     pub duration_ms: u64,

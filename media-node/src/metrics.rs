@@ -51,7 +51,8 @@ impl Transport {
 /// the `reason` of the call-ended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndReason {
-    /// The caller (or the provider on its behalf) ended it: BYE, CANCEL, stream `stop`/close.
+    /// The far end ended it: the caller (or the provider on its behalf, or the callee of a call
+    /// the node placed): BYE, CANCEL, stream `stop`/close.
     CallerHangup,
     /// The node's app hung up.
     AgentHangup,
@@ -63,16 +64,19 @@ pub enum EndReason {
     Error,
     /// The node shut down (drain deadline passed) while the call was up.
     Shutdown,
+    /// A call the node placed was never answered: busy, declined, no answer, no response.
+    NotConnected,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 6] = [
+    pub const ALL: [EndReason; 7] = [
         EndReason::CallerHangup,
         EndReason::AgentHangup,
         EndReason::RtpTimeout,
         EndReason::MaxDuration,
         EndReason::Error,
         EndReason::Shutdown,
+        EndReason::NotConnected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,7 @@ impl EndReason {
             EndReason::MaxDuration => "max_duration",
             EndReason::Error => "error",
             EndReason::Shutdown => "shutdown",
+            EndReason::NotConnected => "not_connected",
         }
     }
 
@@ -126,7 +131,7 @@ const SINK_CAPACITY: usize = 1024;
 /// The node's counters: plain atomics, bumped by the drivers, read by [`Metrics::render`].
 pub struct Metrics {
     active: [AtomicU64; 2],
-    ended: [[AtomicU64; 6]; 2],
+    ended: [[AtomicU64; 7]; 2],
     sip_responses: Vec<AtomicU64>,
     rtp_received: AtomicU64,
     rtp_lost: AtomicU64,

@@ -420,7 +420,7 @@ fn options_and_methods_we_do_not_do() {
     assert_eq!(r[0].status, 200);
     assert_eq!(
         r[0].headers.get("Allow"),
-        Some("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO")
+        Some("INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY")
     );
     assert!(r[0].headers.to.tag().is_some());
     h.recv(&req("REGISTER", "z9hG4bKr", 1, None, "", ""));

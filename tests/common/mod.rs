@@ -2,6 +2,8 @@
 //! HTTP to it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod baresip;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::Bytes;
 
 use super::header::{CSeq, Method, NameAddr, Via};
-use super::message::{Headers, Request};
+use super::message::{Headers, Request, Response};
 use super::uri::{Host, Uri};
 
 /// Identifies a dialog from our side (§12): Call-ID, our tag, the peer's tag (empty for an
@@ -36,6 +36,17 @@ impl DialogId {
             remote_tag: h.from.tag().unwrap_or_default().to_string(),
         })
     }
+
+    /// The id of the dialog a response to one of our requests belongs to, seen from the UAC:
+    /// our tag is in From, the peer's in To. `None` without a To tag.
+    pub fn of_response(response: &Response) -> Option<DialogId> {
+        let h = &response.headers;
+        Some(DialogId {
+            call_id: h.call_id.clone(),
+            local_tag: h.from.tag()?.to_string(),
+            remote_tag: h.to.tag()?.to_string(),
+        })
+    }
 }
 
 /// Why an in-dialog request was refused (§12.2.2).
@@ -46,21 +57,21 @@ pub enum DialogError {
     CSeqOutOfOrder,
 }
 
-/// One dialog, UAS side.
+/// One dialog, from our side (UAS or UAC).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dialog {
     pub id: DialogId,
-    /// Our URI (the INVITE's To), with our tag: the From of our requests.
+    /// Our URI (UAS: the INVITE's To; UAC: its From), with our tag: the From of our requests.
     pub local: NameAddr,
-    /// The peer's URI (the INVITE's From), with its tag: the To of our requests.
+    /// The peer's URI (UAS: the INVITE's From; UAC: the 2xx's To), with its tag.
     pub remote: NameAddr,
     /// Where in-dialog requests go (the peer's Contact, refreshed by re-INVITEs).
     pub remote_target: Uri,
-    /// Record-Route of the INVITE, in order (§12.1.1).
+    /// Record-Route of the INVITE, in order (§12.1.1); of the 2xx, reversed (§12.1.2).
     pub route_set: Vec<NameAddr>,
     /// The CSeq of our last request (`None`: we have sent none yet).
     pub local_seq: Option<u32>,
-    /// The highest CSeq seen from the peer.
+    /// The highest CSeq seen from the peer (a UAC starts at 0: "empty", §12.1.2).
     pub remote_seq: u32,
     /// A `sips` Request-URI: every request in the dialog must stay secure.
     pub secure: bool,
@@ -86,6 +97,36 @@ impl Dialog {
             route_set: h.record_route.clone(),
             local_seq: None,
             remote_seq: h.cseq.seq,
+            secure: invite.uri.as_sip().is_some_and(|u| u.secure),
+        })
+    }
+
+    /// The dialog a UAC creates from its INVITE and a 2xx to it (§12.1.2): the id is the
+    /// Call-ID, our From tag and the 2xx's To tag; the remote target is the 2xx's Contact (the
+    /// Request-URI when a broken peer sent none); the route set is the 2xx's Record-Route in
+    /// reverse; our sequence number is the INVITE's. `None` when the 2xx has no To tag.
+    pub fn uac(invite: &Request, ok: &Response) -> Option<Dialog> {
+        let h = &ok.headers;
+        let remote_tag = h.to.tag()?.to_string();
+        let local_tag = invite.headers.from.tag()?.to_string();
+        let remote_target = h
+            .contact
+            .first()
+            .map_or_else(|| invite.uri.clone(), |c| c.uri.clone());
+        let mut route_set = h.record_route.clone();
+        route_set.reverse();
+        Some(Dialog {
+            id: DialogId {
+                call_id: invite.headers.call_id.clone(),
+                local_tag,
+                remote_tag,
+            },
+            local: invite.headers.from.clone(),
+            remote: h.to.clone(),
+            remote_target,
+            route_set,
+            local_seq: Some(invite.headers.cseq.seq),
+            remote_seq: 0,
             secure: invite.uri.as_sip().is_some_and(|u| u.secure),
         })
     }
@@ -130,6 +171,16 @@ impl Dialog {
         } else {
             self.next_local_seq()
         };
+        self.build(method, seq, via)
+    }
+
+    /// The ACK for a 2xx to our INVITE with CSeq number `invite_seq` (§13.2.2.4): built like
+    /// any request in the dialog, but with the INVITE's sequence number.
+    pub fn ack(&self, invite_seq: u32, via: Via) -> Request {
+        self.build(Method::Ack, invite_seq, via)
+    }
+
+    fn build(&self, method: Method, seq: u32, via: Via) -> Request {
         let (uri, route) = match self.route_set.first() {
             Some(first) if !first.uri.as_sip().is_some_and(|u| u.is_loose_route()) => {
                 let mut route: Vec<NameAddr> = self.route_set[1..].to_vec();

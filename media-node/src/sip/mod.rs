@@ -14,10 +14,13 @@
 //!
 //! - [`dialog`]: RFC 3261 §12 dialogs (id, route set, remote target, CSeq rules) and the
 //!   requests built inside them.
-//! - [`uas`]: the user-agent server core on top of the transactions: calls from INVITE to
-//!   BYE, CANCEL, re-INVITE, INFO DTMF, OPTIONS, the trunk allowlist, 2xx retransmission.
+//! - [`uas`]: the user-agent core on top of the transactions: calls from INVITE to
+//!   BYE, CANCEL, re-INVITE, INFO DTMF, OPTIONS, the trunk allowlist, 2xx retransmission;
+//!   and ([`uas::uac`]) the calls we place: INVITE, ACK, CANCEL, Digest retry.
+//! - [`digest`]: Digest authentication (RFC 2617/7616) for the calls we place.
 
 pub mod dialog;
+pub mod digest;
 mod grammar;
 pub mod header;
 pub mod message;

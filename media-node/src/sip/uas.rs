@@ -38,6 +38,13 @@
 //! Out of dialog, requests for us are answered via Via/`received`/`rport` by the transaction
 //! layer; our own requests in a dialog go to the first Route or the remote target when those
 //! are IP literals, else to the address the INVITE came from.
+//!
+//! The same core places calls ([`Uas::dial`], the user-agent client half in [`uac`]): both
+//! kinds share the transaction layer, the call handles, the in-dialog handling above (BYE,
+//! re-INVITE, INFO, OPTIONS from the far end) and [`Uas::hangup`].
+
+pub mod refer;
+pub mod uac;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -54,8 +61,11 @@ use super::transaction::{
 };
 use super::uri::{SipUri, Uri};
 
+pub use refer::TransferState;
+pub use uac::Dial;
+
 /// The methods we answer, for `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY";
 /// Bodies we take, for `Accept` (INVITE/ACK: SDP; INFO: DTMF relay).
 pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
 
@@ -124,6 +134,23 @@ pub enum UasEvent {
         digit: char,
         duration_ms: Option<u32>,
     },
+    /// A call we placed got a provisional response (180 Ringing, 183 Session Progress…);
+    /// `body` is its early-media SDP, if any.
+    Progress {
+        call: CallHandle,
+        status: u16,
+        body: Bytes,
+    },
+    /// A call we placed was answered (a 2xx, which the core has acknowledged): `body` is the
+    /// SDP answer to our offer.
+    Answered { call: CallHandle, body: Bytes },
+    /// How a transfer we asked for ([`Uas::transfer`]) is going.
+    Transfer {
+        call: CallHandle,
+        state: TransferState,
+    },
+    /// The far end asks us to call `refer_to` (REFER): answer with [`Uas::answer_refer`].
+    ReferRequested { call: CallHandle, refer_to: String },
     /// The call is over; nothing more comes for it.
     Ended { call: CallHandle, reason: EndReason },
 }
@@ -141,6 +168,13 @@ pub enum EndReason {
     LocalHangup { cause: u16, text: String },
     /// Our 2xx was never acknowledged (64·T1); a BYE went out.
     AckTimeout,
+    /// A call we placed got this final status (300–699; after one digest retry for
+    /// 401/407).
+    Failed(u16),
+    /// A call we placed got no final response (Timer B), or none 64·T1 after our CANCEL.
+    Timeout,
+    /// A call we placed rang past its answer timeout; we cancelled it.
+    NoAnswer,
 }
 
 impl EndReason {
@@ -152,6 +186,9 @@ impl EndReason {
             EndReason::Rejected(_) => "rejected",
             EndReason::LocalHangup { .. } => "local_hangup",
             EndReason::AckTimeout => "ack_timeout",
+            EndReason::Failed(_) => "failed",
+            EndReason::Timeout => "timeout",
+            EndReason::NoAnswer => "no_answer",
         }
     }
 }
@@ -167,6 +204,14 @@ pub enum UasError {
     NoContact,
     #[error("status must be 101-199 (ring), 2xx (accept) or 300-699 (reject)")]
     BadStatus,
+    #[error("the target must be a sip: URI without headers or a method parameter")]
+    BadTarget,
+    #[error("the transaction layer refused the request")]
+    Transaction,
+    #[error("the call is not up (no confirmed dialog)")]
+    NotConfirmed,
+    #[error("a transfer of this call is already under way")]
+    TransferPending,
 }
 
 /// Counters for metrics and tests.
@@ -175,7 +220,10 @@ pub struct UasCounters {
     pub datagrams: u64,
     pub malformed: u64,
     pub forbidden: u64,
+    /// Calls that came in.
     pub calls: u64,
+    /// Calls we placed.
+    pub dialed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +236,8 @@ enum CallState {
     Confirmed,
     /// We sent BYE; waiting for its transaction to end (the driver already got `Ended`).
     Terminating,
+    /// A call we placed: our INVITE has no final response yet.
+    Outgoing,
 }
 
 /// A 2xx this core retransmits until the ACK (§13.3.1.4).
@@ -218,6 +268,11 @@ struct Call {
     bye_after_ack: Option<(u16, String)>,
     bye_tx: Option<TransactionId>,
     ended: bool,
+    /// What only a call we placed has (`None` for incoming calls).
+    out: Option<Box<uac::Outbound>>,
+    /// Our REFER, and the far end's.
+    refer_out: Option<refer::ReferOut>,
+    refer_in: Option<refer::ReferIn>,
 }
 
 /// SplitMix64: tags and branches from the driver's seed.
@@ -252,6 +307,15 @@ pub struct Uas {
     by_bye_tx: HashMap<TransactionId, CallHandle>,
     /// Calls with a 2xx being retransmitted.
     retransmitting: HashSet<CallHandle>,
+    /// INVITE client transactions (calls we placed) → their call and where they went.
+    by_uac_tx: HashMap<TransactionId, (CallHandle, IpAddr)>,
+    /// Our REFER client transactions → their call.
+    by_refer_tx: HashMap<TransactionId, CallHandle>,
+    /// Calls we placed that have a deadline (answer timeout, CANCEL give-up).
+    dialing: HashSet<CallHandle>,
+    /// Addresses we placed live calls (or INVITE transactions) to, with how many: their
+    /// responses and in-dialog requests pass even when the allowlist does not name them.
+    dialed_peers: HashMap<IpAddr, u32>,
     out: VecDeque<UasOutput>,
     counters: UasCounters,
 }
@@ -268,6 +332,10 @@ impl Uas {
             by_invite_tx: HashMap::new(),
             by_bye_tx: HashMap::new(),
             retransmitting: HashSet::new(),
+            by_uac_tx: HashMap::new(),
+            by_refer_tx: HashMap::new(),
+            dialing: HashSet::new(),
+            dialed_peers: HashMap::new(),
             out: VecDeque::new(),
             counters: UasCounters::default(),
         }
@@ -315,11 +383,19 @@ impl Uas {
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = canonical_ip(ip);
         self.config.allow.iter().any(|n| n.contains(&ip))
+    }
+
+    /// A message from a peer we called, outside the allowlist: its responses and in-dialog
+    /// requests (with a To tag) are let through while the call lives; nothing that starts a
+    /// dialog is.
+    fn passes_as_dialed_peer(&self, ip: IpAddr, message: &SipMessage) -> bool {
+        self.dialed_peers.contains_key(&canonical_ip(ip))
+            && match message {
+                SipMessage::Response(_) => true,
+                SipMessage::Request(r) => r.headers.to.tag().is_some(),
+            }
     }
 
     fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) {
@@ -352,7 +428,7 @@ impl Uas {
                 return;
             }
         };
-        if !allowed {
+        if !allowed && !self.passes_as_dialed_peer(source.ip(), &message) {
             self.counters.forbidden += 1;
             if let SipMessage::Request(r) = &message {
                 if r.method != Method::Ack {
@@ -389,6 +465,9 @@ impl Uas {
     /// The earliest time [`handle_timeout`](Self::handle_timeout) has work.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         let mut next = self.tx.next_deadline();
+        if let Some(t) = self.uac_deadline() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         for h in &self.retransmitting {
             if let Some(p) = self.calls.get(h).and_then(|c| c.pending.as_ref()) {
                 let t = p.next_at.map_or(p.give_up_at, |n| n.min(p.give_up_at));
@@ -436,7 +515,8 @@ impl Uas {
                 self.transmit(to, data);
             }
         }
-        // BYEs started above sit in the transaction layer's queue.
+        self.uac_timeouts(now);
+        // BYEs and CANCELs started above sit in the transaction layer's queue.
         self.pump(now);
     }
 
@@ -450,8 +530,15 @@ impl Uas {
             if let Some(d) = &c.dialog {
                 self.by_dialog.remove(&d.id);
             }
+            if let Some(o) = &c.out {
+                self.peer_down(c.source.ip());
+                if let Some(ip) = o.dialog_peer() {
+                    self.peer_down(ip);
+                }
+            }
         }
         self.retransmitting.remove(&call);
+        self.dialing.remove(&call);
     }
 
     /// Tells the driver the call ended (once).
@@ -494,16 +581,29 @@ impl Uas {
             TuEvent::Request { tx, request, from } => self.on_request(now, tx, request, from.addr),
             TuEvent::Ack { request, .. } => self.on_ack(now, &request),
             TuEvent::Response { tx, response } => {
-                if response.status >= 200 {
+                if self.by_uac_tx.contains_key(&tx) {
+                    self.on_invite_response(now, tx, response);
+                } else if self.is_refer_tx(tx) {
+                    if response.status >= 200 {
+                        self.on_refer_response(tx, response.status);
+                    }
+                } else if response.status >= 200 {
                     self.bye_done(tx);
                 }
             }
-            TuEvent::Timeout { tx } | TuEvent::TransportError { tx } => self.bye_done(tx),
-            TuEvent::Terminated { tx } => {
-                self.by_invite_tx.remove(&tx);
+            TuEvent::Timeout { tx } | TuEvent::TransportError { tx } => {
+                self.invite_timeout(tx);
+                self.on_refer_response(tx, 408);
                 self.bye_done(tx);
             }
-            TuEvent::StrayResponse { .. } => {}
+            TuEvent::Terminated { tx } => {
+                self.by_invite_tx.remove(&tx);
+                if let Some((_, ip)) = self.by_uac_tx.remove(&tx) {
+                    self.peer_down(ip);
+                }
+                self.bye_done(tx);
+            }
+            TuEvent::StrayResponse { response, .. } => self.on_stray_response(&response),
         }
     }
 
@@ -551,6 +651,11 @@ impl Uas {
                 &[("Allow", ALLOW), ("Accept", ACCEPT)],
             ),
             Method::Info => self.on_info(now, tx, &request),
+            // RFC 3515 inside a dialog; a REFER or NOTIFY outside one is not supported.
+            Method::Refer if request.headers.to.tag().is_some() => self.on_refer(now, tx, &request),
+            Method::Notify if request.headers.to.tag().is_some() => {
+                self.on_notify(now, tx, &request)
+            }
             // ACKs never make a transaction; they arrive as `TuEvent::Ack`.
             Method::Ack => {}
             // §8.2.1: a method we do not know at all.
@@ -568,7 +673,8 @@ impl Uas {
         // §8.2.2.2: the same request reaching us twice by different paths.
         let merged = self.calls.values().any(|c| {
             let ih = &c.invite.headers;
-            c.invite_tx != tx
+            c.out.is_none()
+                && c.invite_tx != tx
                 && ih.call_id == h.call_id
                 && ih.from.tag() == h.from.tag()
                 && ih.cseq.seq == h.cseq.seq
@@ -602,6 +708,9 @@ impl Uas {
                 bye_after_ack: None,
                 bye_tx: None,
                 ended: false,
+                out: None,
+                refer_out: None,
+                refer_in: None,
             },
         );
         self.by_invite_tx.insert(tx, call);
@@ -690,6 +799,7 @@ impl Uas {
             let r = rreq.response(487, None);
             self.respond(now, rtx, r);
         }
+        self.drop_refer_in(now, call);
         self.end(call, EndReason::RemoteBye);
         self.remove_call(call);
     }
@@ -794,11 +904,8 @@ impl Uas {
 
     /// Sends BYE in the call's dialog; the call is `Terminating` until its transaction ends.
     fn send_bye(&mut self, now: Instant, call: CallHandle, cause: u16, text: &str) {
-        let branch = branch_from(self.ids.next());
-        let contact = &self.config.contact;
-        let mut via = Via::new(Transport::Udp, contact.host.clone(), contact.port, &branch);
-        via.params
-            .push(super::uri::Param::new("rport", None::<String>));
+        self.drop_refer_in(now, call);
+        let via = self.our_via();
         let server = self.config.server.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -834,6 +941,17 @@ impl Uas {
                 self.remove_call(call);
             }
         }
+    }
+
+    /// A Via for a new request of ours: our address, a fresh branch, and `rport` (RFC 3581)
+    /// so responses come back to the port we sent from.
+    fn our_via(&mut self) -> Via {
+        let branch = branch_from(self.ids.next());
+        let contact = &self.config.contact;
+        let mut via = Via::new(Transport::Udp, contact.host.clone(), contact.port, &branch);
+        via.params
+            .push(super::uri::Param::new("rport", None::<String>));
+        via
     }
 
     /// Sends `180 Ringing` (with our tag and Contact) for a call not yet answered.
@@ -954,11 +1072,12 @@ impl Uas {
             cause,
             text: text.to_string(),
         };
-        // A re-INVITE still waiting for us will never be answered now.
+        // A re-INVITE or REFER still waiting for us will never be answered now.
         if let Some((rtx, rreq)) = c.reinvite.take() {
             let r = rreq.response(487, None);
             self.respond(now, rtx, r);
         }
+        self.drop_refer_in(now, call);
         let Some(c) = self.calls.get_mut(&call) else {
             return Ok(());
         };
@@ -987,6 +1106,10 @@ impl Uas {
                 self.send_bye(now, call, cause, text);
                 self.end(call, reason);
             }
+            CallState::Outgoing => {
+                self.end(call, reason);
+                self.cancel_outgoing(now, call, cause, text);
+            }
             CallState::Terminating => {}
         }
         self.pump(now);
@@ -998,6 +1121,14 @@ impl Uas {
         for call in self.live_calls() {
             let _ = self.hangup(now, call, cause, text);
         }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4, so allowlists and peer sets compare alike.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 

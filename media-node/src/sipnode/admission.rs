@@ -79,6 +79,11 @@ pub enum Refusal {
     Token(#[from] TokenError),
 }
 
+/// Whether `s` is a call id we accept (in `X-Vaani-Call-Id` or `POST /node/calls`).
+pub(crate) fn valid_call_id(s: &str) -> bool {
+    valid_id(s, MAX_ID_LEN)
+}
+
 fn valid_id(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max

@@ -10,12 +10,16 @@
 //! media task ([`call`]) with its own socket; the SIP task tells it about re-INVITEs, INFO key
 //! presses and the end of the call, and it asks the SIP task to hang up on RTP timeout.
 //!
+//! Calls the node places ([`SipNode::dial`], [`outbound`]) go out of the same socket and,
+//! once answered, get their media exactly like answered incoming calls.
+//!
 //! Start it with [`SipNode::start`]; [`SipNode::shutdown`] hangs every call up (BYE, reason
 //! "node shutting down") and stops.
 
 pub mod admission;
 pub mod app;
 mod call;
+pub mod outbound;
 pub mod ports;
 pub mod registry;
 
@@ -68,6 +72,9 @@ pub struct SipNodeConfig {
     pub registry: CallRegistry,
     /// The node's counters and draining flag: while draining, INVITEs get `503`.
     pub metrics: Arc<Metrics>,
+    /// Where calls the node places go when their target is not an IP address (an IP and
+    /// port: the node does no DNS). `None`: targets must be IP literals.
+    pub outbound_proxy: Option<SocketAddr>,
 }
 
 /// Why the node did not start.
@@ -95,6 +102,16 @@ pub(crate) enum SipCmd {
         reason: CallEndReason,
     },
     Shutdown(oneshot::Sender<()>),
+    /// Place a call ([`SipNode::dial`]).
+    Dial {
+        request: Box<outbound::DialRequest>,
+        reply: oneshot::Sender<Result<outbound::Dialed, outbound::DialError>>,
+    },
+    /// Blind-transfer a call ([`SipNode::transfer`]).
+    Transfer {
+        request: outbound::TransferRequest,
+        reply: oneshot::Sender<Result<(), outbound::TransferError>>,
+    },
 }
 
 /// A running SIP node.
@@ -199,6 +216,30 @@ impl SipNode {
 
     pub fn registry(&self) -> &CallRegistry {
         &self.registry
+    }
+
+    /// A handle that places calls from this node (see [`outbound`]); it may outlive `self`
+    /// and then answers [`outbound::DialError::Stopped`].
+    pub fn dialer(&self) -> outbound::Dialer {
+        outbound::Dialer::new(self.commands.clone())
+    }
+
+    /// Blind-transfers a call (REFER): the far end is asked to call `request.to`; when it
+    /// reports success the node's leg ends with BYE.
+    pub async fn transfer(
+        &self,
+        request: outbound::TransferRequest,
+    ) -> Result<(), outbound::TransferError> {
+        self.dialer().transfer(request).await
+    }
+
+    /// Places a call from the node's SIP socket; once answered its media runs the node's app
+    /// like an incoming call's.
+    pub async fn dial(
+        &self,
+        request: outbound::DialRequest,
+    ) -> Result<outbound::Dialed, outbound::DialError> {
+        self.dialer().dial(request).await
     }
 
     /// Hangs every call up and stops, waiting at most `grace` for the BYEs to be answered.
@@ -340,6 +381,12 @@ impl Driver {
                     Some(SipCmd::Hangup { call, cause, text, reason }) => {
                         self.hang_up(Instant::now(), call, cause, &text, reason);
                     }
+                    Some(SipCmd::Dial { request, reply }) => {
+                        let _ = reply.send(self.dial(Instant::now(), *request));
+                    }
+                    Some(SipCmd::Transfer { request, reply }) => {
+                        let _ = reply.send(self.transfer(Instant::now(), request));
+                    }
                     Some(SipCmd::Shutdown(done)) => {
                         tracing::info!(calls = self.uas.active_calls(), "SIP shutting down: hanging up every call");
                         for entry in self.calls.values_mut() {
@@ -386,6 +433,18 @@ impl Driver {
                 tracing::info!(call = %call, %digit, "DTMF (SIP INFO)");
                 if let Some(media) = self.calls.get(&call).and_then(|e| e.media.as_ref()) {
                     let _ = media.try_send(MediaCmd::Dtmf(digit));
+                }
+            }
+            UasEvent::Progress { call, status, body } => {
+                self.on_progress(call, status, &body);
+            }
+            UasEvent::Answered { call, body } => self.on_answered(now, call, &body),
+            UasEvent::Transfer { call, state } => self.on_transfer(call, state),
+            UasEvent::ReferRequested { call, .. } => {
+                // The node does not carry out transfers the far end asks for (yet).
+                tracing::info!(call = %call, "REFER from the far end: declined (603)");
+                if let Err(e) = self.uas.answer_refer(now, call, false) {
+                    tracing::debug!(call = %call, error = %e, "REFER answer refused");
                 }
             }
             UasEvent::Ended { call, reason } => self.on_ended(call, &reason),
@@ -489,15 +548,18 @@ impl Driver {
             call_id: context.call_id,
             tenant: context.tenant,
             source: source.to_string(),
+            direction: "inbound".into(),
             codec: String::new(),
             rtp_port: port,
             latched: None,
             state: "answered".into(),
             end_reason: None,
             digits: String::new(),
+            transfer: None,
             rtp_received: 0,
             rtp_sent: 0,
             started_at: chrono::Utc::now().to_rfc3339(),
+            answered_at: Some(chrono::Utc::now().to_rfc3339()),
             ended_at: None,
         });
         self.config.metrics.call_started(Transport::Sip);
@@ -699,6 +761,7 @@ impl Driver {
         let label = match reason {
             EndReason::LocalHangup { text, .. } => format!("local_hangup: {text}"),
             EndReason::Rejected(status) => format!("rejected: {status}"),
+            EndReason::Failed(status) => format!("failed: {status}"),
             other => other.code().to_string(),
         };
         tracing::debug!(call = %call, reason = %label, "SIP dialog ended");
@@ -719,10 +782,13 @@ impl Driver {
     }
 }
 
-/// What an accepted call's end counts as: our own hang-up says why we hung up; otherwise the
-/// caller ended it (BYE, CANCEL) or the dialog failed (no ACK).
+/// What a call's end counts as: our own hang-up says why we hung up; otherwise the far end
+/// ended it (BYE, CANCEL), the dialog failed (no ACK), or a call we placed never connected.
 fn end_reason(ended: &EndReason, hangup: Option<CallEndReason>) -> CallEndReason {
     match (ended, hangup) {
+        (EndReason::Failed(_) | EndReason::Timeout | EndReason::NoAnswer, _) => {
+            CallEndReason::NotConnected
+        }
         (EndReason::RemoteBye | EndReason::Cancelled, _) => CallEndReason::CallerHangup,
         (_, Some(reason)) => reason,
         (EndReason::LocalHangup { cause: 408, .. }, None) => CallEndReason::RtpTimeout,

@@ -23,22 +23,31 @@ pub struct CallRecord {
     /// Our call id (`X-Vaani-Call-Id`), when the answer webhook sent the call.
     pub call_id: Option<String>,
     pub tenant: Option<String>,
-    /// Signalling source `ip:port`.
+    /// Signalling peer `ip:port`: where an incoming call came from, or where a call we placed
+    /// was sent (the target or the outbound proxy).
     pub source: String,
+    /// `inbound` (the node answered) or `outbound` (the node placed it).
+    pub direction: String,
     /// `PCMU` / `PCMA`.
     pub codec: String,
     /// Our RTP port.
     pub rtp_port: u16,
     /// The media source we latched onto.
     pub latched: Option<String>,
-    /// `answered`, `confirmed`, `ended`.
+    /// `answered`, `confirmed`, `ended`; a call we placed starts `dialing`, may be `ringing`
+    /// or `early` (183), and is `confirmed` once answered (we send the ACK).
     pub state: String,
     pub end_reason: Option<String>,
     /// Key presses received, in order (RFC 4733 and SIP INFO).
     pub digits: String,
+    /// A blind transfer of the call (REFER) and how it went: `requested`, `accepted`,
+    /// `trying: 180`, `succeeded: 200`, `failed: 486`.
+    pub transfer: Option<String>,
     pub rtp_received: u64,
     pub rtp_sent: u64,
     pub started_at: String,
+    /// When the call was answered (absent for a call we placed that never connected).
+    pub answered_at: Option<String>,
     pub ended_at: Option<String>,
 }
 

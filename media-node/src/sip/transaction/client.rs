@@ -238,6 +238,12 @@ impl ClientTx {
         }
     }
 
+    pub(super) fn abandon(&mut self, out: &mut VecDeque<Output>) {
+        if self.state != ClientState::Terminated {
+            self.terminate(out);
+        }
+    }
+
     pub(super) fn on_transport_error(&mut self, out: &mut VecDeque<Output>) {
         out.push_back(Output::Tu(TuEvent::TransportError { tx: self.id }));
         self.terminate(out);

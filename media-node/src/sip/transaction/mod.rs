@@ -428,6 +428,16 @@ impl TransactionLayer {
         self.settle(tx);
     }
 
+    /// The TU gives up on client transaction `tx`: it ends now (`Terminated`), whatever its
+    /// state. For an INVITE still without a final response 64·T1 after its CANCEL (§9.1: the
+    /// client "SHOULD then consider the original transaction cancelled").
+    pub fn abandon(&mut self, tx: TransactionId) {
+        if let Some((_, t)) = self.clients.get_mut(&tx) {
+            t.abandon(&mut self.out);
+        }
+        self.settle(tx);
+    }
+
     /// Runs every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = Vec::new();
