@@ -84,8 +84,12 @@ pub struct TurnLatency {
     /// What the platform itself added, in µs: from the end-of-turn decision to the first
     /// agent frame queued for sending, minus the time spent waiting on engines (the STT's
     /// final after end of speech, the LLM's first speakable sentence, the TTS's first audio).
-    /// The wait for the next 20 ms send slot is pacing, not counted.
+    /// The wait for the next 20 ms send slot is pacing, not counted. Engine waits are as the
+    /// pipeline saw them (event received), so task wake-ups count as engine time here; the
+    /// benchmark subtracts fake engines' fixed delays from `decided_to_queued_us` instead.
     pub platform_us: Option<u64>,
+    /// End-of-turn decision → first agent frame queued, in µs.
+    pub decided_to_queued_us: Option<u64>,
 }
 
 /// Precise instants of one turn (for `platform_us`).
@@ -863,7 +867,9 @@ impl Pipeline {
         if queued && c.queued.is_none() {
             c.queued = Some(now);
             let platform = c.platform();
+            let span = now.saturating_duration_since(c.decided);
             if let Some(l) = self.turns.get_mut(i) {
+                l.decided_to_queued_us = Some(u64::try_from(span.as_micros()).unwrap_or(u64::MAX));
                 l.platform_us = platform.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
             }
         }
