@@ -9,6 +9,7 @@
 //! - [`streams`]: the providers' media-stream WebSocket protocols (Twilio, Exotel, Plivo, Telnyx);
 //! - [`sip`]: SIP messages, transactions and dialogs;
 //! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app;
+//! - [`services`]: the embedded offline speech engines (VAD, espeak-ng TTS, pocketsphinx STT);
 //! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
 //! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
 
@@ -16,6 +17,7 @@ pub mod codec;
 pub mod metrics;
 pub mod rtp;
 pub mod server;
+pub mod services;
 pub mod sip;
 pub mod sipnode;
 pub mod streams;
