@@ -18,5 +18,5 @@
 //! then fails with a typed error naming what is missing.
 
 
-
+pub mod tts;
 pub mod vad;
