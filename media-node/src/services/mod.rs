@@ -17,6 +17,6 @@
 //! their data (`espeak-ng-data`, `pocketsphinx-en-us`) only when an engine is created, which
 //! then fails with a typed error naming what is missing.
 
-
+pub mod stt;
 pub mod tts;
 pub mod vad;
