@@ -730,7 +730,12 @@ impl SphinxStream {
 fn confidence_of(coverage: f64, gap_per_frame: f64) -> f64 {
     let x = (gap_per_frame - GAP_MIDPOINT) / GAP_SCALE;
     let fit = 1.0 / (1.0 + (-x).exp());
-    (coverage.clamp(0.0, 1.0) * fit).clamp(0.0, 1.0)
+    let confidence = coverage.clamp(0.0, 1.0) * fit;
+    if confidence.is_nan() {
+        0.0
+    } else {
+        confidence.clamp(0.0, 1.0)
+    }
 }
 
 /// Per-frame gap at which confidence is 0.5.
@@ -930,4 +935,181 @@ fn parse_dictionary(text: &str) -> HashMap<String, Vec<String>> {
         dict.entry(word.to_string()).or_default().push(phones);
     }
     dict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A model over a small in-memory dictionary (grammar compilation never touches the
+    /// acoustic model, so none is needed).
+    fn tiny_model() -> SphinxModel {
+        let dictionary = parse_dictionary(
+            ";;; test\n\
+             yes Y EH S\n\
+             no N OW\n\
+             check CH EH K\n\
+             my M AY\n\
+             balance B AE L AH N S\n\
+             one W AH N\n\
+             one(2) HH W AH N\n\
+             two T UW\n\
+             four F AO R\n\
+             don't D OW N T\n\
+             talk T AO K\n\
+             to T UW\n\
+             to(2) T IH\n\
+             to(3) T AH\n\
+             an AE N\n\
+             agent EY JH AH N T\n",
+        );
+        SphinxModel {
+            inner: Arc::new(ModelInner {
+                config: SphinxConfig::from_dir("/nonexistent"),
+                dictionary,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    #[test]
+    fn normalize_lowercases_splits_and_spells_digits() {
+        assert_eq!(
+            normalize("Check MY balance, please!"),
+            ["check", "my", "balance", "please"]
+        );
+        assert_eq!(normalize("press 42"), ["press", "four", "two"]);
+        assert_eq!(normalize("'don't' -- stop"), ["don't", "stop"]);
+        assert_eq!(normalize("  \t\n"), Vec::<String>::new());
+        assert_eq!(normalize("naïve café"), ["naïve", "café"]);
+        assert_eq!(normalize("<utterance> = a | b;"), ["utterance", "a", "b"]);
+    }
+
+    #[test]
+    fn dictionary_parsing_keeps_variants_in_order_and_skips_junk() {
+        let d = parse_dictionary(
+            "to T UW\nto(2) T IH\n;;; comment\n\n  \nlonely\n(2) X\nword W ER D # note\n",
+        );
+        assert_eq!(d["to"], ["T UW", "T IH"]);
+        assert_eq!(d["word"], ["W ER D"]);
+        assert!(!d.contains_key("lonely") && !d.contains_key(""));
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn grammar_keeps_known_words_and_reports_the_rest() {
+        let model = tiny_model();
+        let g = Grammar::from_phrases(
+            &model,
+            &[
+                "Yes",
+                "no!",
+                "Check my balance please",
+                "yes",
+                "talk to an agent",
+                "1 2 4",
+                "zebra",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            g.phrases(),
+            [
+                "yes",
+                "no",
+                "check my balance",
+                "talk to an agent",
+                "one two four"
+            ]
+        );
+        assert_eq!(g.unknown_words(), ["please", "zebra"]);
+        assert_eq!(
+            g.jsgf(),
+            "#JSGF V1.0;\ngrammar vaani;\npublic <utterance> = yes | no | check my balance | \
+             talk to an agent | one two four;\n"
+        );
+        // Every pronunciation variant of every used word goes to the decoder.
+        let entries: Vec<&str> = g.inner.lexicon.iter().map(|(w, _)| w.as_str()).collect();
+        for w in ["one", "one(2)", "to", "to(2)", "to(3)", "agent", "four"] {
+            assert!(entries.contains(&w), "{w} missing from {entries:?}");
+        }
+        assert!(!entries.contains(&"zebra"));
+    }
+
+    #[test]
+    fn grammar_errors_are_typed() {
+        let model = tiny_model();
+        assert!(matches!(
+            Grammar::from_phrases(&model, &["zebra crossing", "", "!!!"]),
+            Err(SttError::Grammar(_))
+        ));
+        assert!(matches!(
+            Grammar::from_phrases::<&str>(&model, &[]),
+            Err(SttError::Grammar(_))
+        ));
+        let many = vec!["yes"; MAX_PHRASES + 1];
+        assert!(matches!(
+            Grammar::from_phrases(&model, &many),
+            Err(SttError::Grammar(_))
+        ));
+        let long = "yes ".repeat(MAX_PHRASE_WORDS + 10);
+        let g = Grammar::from_phrases(&model, &[long]).unwrap();
+        assert_eq!(g.phrases()[0].split(' ').count(), MAX_PHRASE_WORDS);
+    }
+
+    #[test]
+    fn equal_phrase_lists_share_a_pool_key() {
+        let model = tiny_model();
+        let a = Grammar::from_phrases(&model, &["yes", "no"]).unwrap();
+        let b = Grammar::from_phrases(&model, &["YES", "No."]).unwrap();
+        let c = Grammar::from_phrases(&model, &["no", "yes"]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(SearchKey::of(Some(&a)), SearchKey::of(Some(&b)));
+        assert_ne!(SearchKey::of(Some(&a)), SearchKey::of(Some(&c)));
+        assert_ne!(SearchKey::of(Some(&a)), SearchKey::of(None));
+    }
+
+    #[test]
+    fn missing_model_files_are_reported_by_path() {
+        let err = SphinxModel::load(SphinxConfig::from_dir("/nonexistent/model")).unwrap_err();
+        assert_eq!(
+            err,
+            SttError::ModelMissing(PathBuf::from("/nonexistent/model/en-us/mdef"))
+        );
+    }
+
+    #[test]
+    fn confidence_is_bounded_and_monotonic() {
+        assert!(confidence_of(1.0, -5.0) > 0.9);
+        assert!(confidence_of(0.2, -5.0) < 0.25);
+        assert!(confidence_of(1.0, -80.0) < 0.01);
+        assert!(confidence_of(1.0, -10.0) > confidence_of(1.0, -20.0));
+        for (c, g) in [
+            (f64::NAN, 0.0),
+            (5.0, 100.0),
+            (-1.0, -1e9),
+            (1.0, f64::INFINITY),
+        ] {
+            let x = confidence_of(c, g);
+            assert!((0.0..=1.0).contains(&x), "{c} {g} → {x}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_and_grammar_never_panic(phrases in prop::collection::vec(".{0,60}", 0..12)) {
+            let words = phrases.iter().flat_map(|p| normalize(p)).collect::<Vec<_>>();
+            for w in &words {
+                prop_assert!(!w.is_empty());
+                prop_assert!(w.chars().all(|c| c.is_alphanumeric() || c == '\''));
+            }
+            let _ = Grammar::from_phrases(&tiny_model(), &phrases);
+        }
+
+        #[test]
+        fn dictionary_parsing_never_panics(text in ".{0,400}") {
+            let _ = parse_dictionary(&text);
+        }
+    }
 }
