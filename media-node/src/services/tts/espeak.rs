@@ -20,6 +20,10 @@
 //!   threads therefore run one at a time; at ~1–2 ms of CPU per short sentence that is fine
 //!   for the embedded engine's use (dev, tests, the test caller).
 //!
+//! espeak-ng's output is not bit-reproducible across histories: some state survives voice
+//! switches (measured: the same en-us sentence came out up to 4 % longer after another voice
+//! had been used). Tests compare lengths and recognizability, not samples.
+//!
 //! # Output
 //!
 //! espeak-ng speaks at 22 050 Hz; we resample to the node's 16 kHz with the codec's polyphase
