@@ -628,6 +628,20 @@ fn measure_offline_speech() {
         audio_ms / 20.0
     );
 
+    // VAD: cost per 20 ms frame.
+    let speech = tts.synthesize(sentences[0]).unwrap();
+    let mut vad = Vad::new(VadMode::Aggressive);
+    let all: Vec<_> = frames(&speech).collect();
+    let t = Instant::now();
+    let mut voiced = 0;
+    for _ in 0..50 {
+        for f in &all {
+            voiced += usize::from(vad.is_speech(f));
+        }
+    }
+    let ns = t.elapsed().as_secs_f64() * 1e9 / (50 * all.len()) as f64;
+    eprintln!("VAD: {ns:.0} ns per 20 ms frame ({voiced} voiced)");
+
     // Decoder construction and memory.
     let grammar = Grammar::from_phrases(model, &PHRASES).unwrap();
     let cold = SphinxModel::load(SphinxConfig {
@@ -687,6 +701,9 @@ fn measure_offline_speech() {
         "grammar on espeak (5 voices/rates): {right}/{total} right; RTF {:.3}",
         cpu / audio
     );
+    let accepted = confidences.iter().filter(|c| !c.0 && c.1 >= 0.6).count();
+    let unrelated = confidences.iter().filter(|c| !c.0).count();
+    eprintln!("unrelated accepted at confidence 0.6: {accepted}/{unrelated}");
     let max_out = confidences
         .iter()
         .filter(|c| !c.0)
