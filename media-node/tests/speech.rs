@@ -11,6 +11,8 @@
 //! `cargo test -p vaani-media --test speech --config 'profile.dev.package.vaani-media.opt-level=3'
 //!  -- --ignored --nocapture measure`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;

@@ -193,7 +193,8 @@ mod tests {
         for n in 0..frames {
             out.push(std::array::from_fn(|i| {
                 let t = n * FRAME_SAMPLES + i;
-                let pulse = if t % (16_000 / 140) == 0 { 1.0 } else { 0.0 };
+                let phase = t % (16_000 / 140);
+                let pulse = if phase == 0 { 1.0 } else { 0.0 };
                 let y = pulse + a1 * y1 + a2 * y2;
                 (y2, y1) = (y1, y);
                 let z = y + b1 * z1 + b2 * z2;
