@@ -572,7 +572,7 @@ fn sphinx_open_vocabulary_hears_words() {
         Err(e) => panic!("{e}"),
     };
     let (mut errors, mut words) = (0, 0);
-    for (_, said, pcm) in prompts.iter().step_by(4) {
+    for (_, said, pcm) in prompts.iter().step_by(8) {
         let r = recognize(&mut stream, pcm);
         assert!(r.as_ref().is_none_or(|r| r.confidence == 1.0));
         let (e, w) = wer(&norm(said), &r.map(|r| norm(&r.text)).unwrap_or_default());
@@ -585,7 +585,7 @@ fn sphinx_open_vocabulary_hears_words() {
         wer * 100.0
     );
     // The generic wideband model is weak here: short out-of-context prompts recorded at 8 kHz
-    // (no energy above 4 kHz, which the 16 kHz model expects). Measured 87 % WER on this
+    // (no energy above 4 kHz, which the 16 kHz model expects). Measured 87–88 % WER on such
     // subset (the pocketsphinx_continuous CLI does no better on the same files); it must still
     // get some words right.
     assert!(errors < words, "WER {wer}");
