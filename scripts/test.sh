@@ -17,6 +17,12 @@ command -v sipp >/dev/null || need_apt+=(sip-tester)
 command -v baresip >/dev/null || need_apt+=(baresip)
 command -v sox >/dev/null || need_apt+=(sox)
 command -v curl >/dev/null || need_apt+=(curl)
+# Offline speech engines (media-node/src/services): libraries to link, their data, and real
+# recorded speech with transcripts for the speech tests.
+for pkg in espeak-ng libespeak-ng-dev pocketsphinx pocketsphinx-en-us libpocketsphinx-dev \
+  asterisk-core-sounds-en-wav asterisk-core-sounds-en; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
+done
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
@@ -49,6 +55,8 @@ curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { cat "$moto_log
 export VAANI_TEST_MOTO_URL="http://127.0.0.1:$moto_port" VAANI_REQUIRE_MOTO=1
 # sipp and baresip are installed above: the SIP end-to-end tests must not skip them.
 export VAANI_REQUIRE_SIPP=1 VAANI_REQUIRE_BARESIP=1
+# The speech packages are installed above: the speech tests must not skip.
+export VAANI_REQUIRE_SPEECH=1
 
 # --- Rust ---------------------------------------------------------------------------------------
 log "cargo test (workspace)"

@@ -9,6 +9,7 @@
 //! - [`streams`]: the providers' media-stream WebSocket protocols (Twilio, Exotel, Plivo, Telnyx);
 //! - [`sip`]: SIP messages, transactions and dialogs;
 //! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app;
+//! - [`services`]: the embedded offline speech engines (VAD, espeak-ng TTS, pocketsphinx STT);
 //! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
 //! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
 
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod rtp;
 pub mod server;
+pub mod services;
 pub mod sip;
 pub mod sipnode;
 pub mod streams;

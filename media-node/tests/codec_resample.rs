@@ -27,9 +27,9 @@ fn tone(freq: f64, rate: SampleRate, seconds: f64, amplitude: f64) -> Vec<i16> {
 
 /// Runs `input` through `r` in 20 ms frames, as the node does.
 fn run_frames(r: &mut Resampler, input: &[i16]) -> Vec<i16> {
-    let from = r.from_rate().frame_samples();
+    let from = r.from_hz() as usize / 50;
     let mut out = Vec::new();
-    let mut buf = vec![0i16; r.to_rate().frame_samples() + 8];
+    let mut buf = vec![0i16; r.to_hz() as usize / 50 + 8];
     for frame in input.chunks(from) {
         let n = r.process(frame, &mut buf).unwrap();
         out.extend_from_slice(&buf[..n]);

@@ -36,6 +36,8 @@ const PASS_EDGE: f64 = 0.42;
 const STOP_EDGE: f64 = 0.58;
 /// Fixed-point scale of the coefficients.
 const COEFF_BITS: u32 = 14;
+/// The largest interpolation factor [`Resampler::between_hz`] accepts.
+pub const MAX_UP: usize = 1024;
 
 /// Errors from [`Resampler::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -53,8 +55,8 @@ pub enum ResampleError {
 /// A stateful polyphase resampler from one [`SampleRate`] to another (mono, i16).
 #[derive(Debug, Clone)]
 pub struct Resampler {
-    from: SampleRate,
-    to: SampleRate,
+    from_hz: u32,
+    to_hz: u32,
     /// Interpolation factor L.
     up: usize,
     /// Decimation factor M.
@@ -80,13 +82,34 @@ pub struct Resampler {
 impl Resampler {
     /// Builds a resampler from `from` to `to`. Same-rate conversion is a copy.
     pub fn new(from: SampleRate, to: SampleRate) -> Self {
-        let (f, t) = (from.hz() as usize, to.hz() as usize);
+        Self::design(from.hz(), to.hz())
+    }
+
+    /// Builds a resampler between two arbitrary rates in hertz, for sources outside the node's
+    /// own rates (espeak-ng speaks at 22 050 Hz, files come at 11 025 or 44 100 Hz).
+    ///
+    /// `None` when a rate is zero or above 192 kHz, or when the reduced ratio's interpolation
+    /// factor exceeds [`MAX_UP`] (its filter table would grow past ~100 k coefficients).
+    /// 22 050 → 16 000 (L = 320) and 44 100 → 16 000 (L = 160) are within it.
+    pub fn between_hz(from_hz: u32, to_hz: u32) -> Option<Self> {
+        if from_hz == 0 || to_hz == 0 || from_hz > 192_000 || to_hz > 192_000 {
+            return None;
+        }
+        let g = gcd(from_hz as usize, to_hz as usize);
+        if to_hz as usize / g > MAX_UP {
+            return None;
+        }
+        Some(Self::design(from_hz, to_hz))
+    }
+
+    fn design(from_hz: u32, to_hz: u32) -> Self {
+        let (f, t) = (from_hz as usize, to_hz as usize);
         let g = gcd(f, t);
         let (up, down) = (t / g, f / g);
         if up == down {
             return Resampler {
-                from,
-                to,
+                from_hz,
+                to_hz,
                 up: 1,
                 down: 1,
                 taps: 0,
@@ -155,8 +178,8 @@ impl Resampler {
             })
             .collect();
         Resampler {
-            from,
-            to,
+            from_hz,
+            to_hz,
             up,
             down,
             taps,
@@ -169,14 +192,25 @@ impl Resampler {
         }
     }
 
-    /// The input rate.
-    pub fn from_rate(&self) -> SampleRate {
-        self.from
+    /// The input rate, when it is one of the node's [`SampleRate`]s (always, for a resampler
+    /// made by [`Resampler::new`]).
+    pub fn from_rate(&self) -> Option<SampleRate> {
+        SampleRate::from_hz(self.from_hz)
     }
 
-    /// The output rate.
-    pub fn to_rate(&self) -> SampleRate {
-        self.to
+    /// The output rate, when it is one of the node's [`SampleRate`]s.
+    pub fn to_rate(&self) -> Option<SampleRate> {
+        SampleRate::from_hz(self.to_hz)
+    }
+
+    /// The input rate in hertz.
+    pub fn from_hz(&self) -> u32 {
+        self.from_hz
+    }
+
+    /// The output rate in hertz.
+    pub fn to_hz(&self) -> u32 {
+        self.to_hz
     }
 
     /// Taps per output sample (the cost of one output, in multiply-adds).
@@ -473,6 +507,49 @@ mod tests {
         assert!(out.contains(&i16::MAX) && out.contains(&i16::MIN));
         for w in out.windows(2) {
             assert!((i32::from(w[0]) - i32::from(w[1])).abs() < 30_000, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_rates_are_bounded_and_accurate() {
+        assert!(Resampler::between_hz(0, 16_000).is_none());
+        assert!(Resampler::between_hz(16_000, 192_001).is_none());
+        assert!(Resampler::between_hz(44_101, 16_000).is_none()); // L = 160 000
+        for from in [22_050, 44_100, 11_025] {
+            let mut r = Resampler::between_hz(from, 16_000).unwrap();
+            assert_eq!(
+                (r.from_hz(), r.to_hz(), r.from_rate()),
+                (from, 16_000, None)
+            );
+            for branch in r.coeffs.chunks(r.taps) {
+                let l1: i32 = branch.iter().map(|&h| i32::from(h).abs()).sum();
+                assert!(l1 < 3 << COEFF_BITS, "{from}: Σ|h| = {l1}");
+            }
+            // One second of a 1 kHz tone (in band) and one of a 10 kHz tone (past the stop edge: must
+            // be rejected, not aliased to 6 kHz).
+            for (freq, expect_rms) in [(1_000.0, 7_071.0), (10_000.0, 0.0)] {
+                if freq * 2.0 >= f64::from(from) {
+                    continue;
+                }
+                r.reset();
+                let input: Vec<i16> = (0..from)
+                    .map(|i| {
+                        let t = f64::from(i) / f64::from(from);
+                        (10_000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
+                    })
+                    .collect();
+                let mut out = vec![0i16; r.output_len(input.len())];
+                let n = r.process(&input, &mut out).unwrap();
+                assert!((15_999..=16_001).contains(&n), "{from}: {n}");
+                let tail = &out[1_000..n - 100];
+                let rms = (tail.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>()
+                    / tail.len() as f64)
+                    .sqrt();
+                assert!(
+                    (rms - expect_rms).abs() < 20.0,
+                    "{from} Hz, {freq} Hz tone: rms {rms}"
+                );
+            }
         }
     }
 }
