@@ -67,9 +67,14 @@ pub struct DevArgs {
     /// signatures are checked against it. Default: http://<--http>.
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
-    /// What answers calls on this node: `echo` plays back what it hears (media tests).
-    #[arg(long, value_enum, default_value_t = AppKind::Echo)]
+    /// What answers calls on this node: `agent` talks to the caller (the agent spec in
+    /// --agent), `echo` plays back what it hears (media tests).
+    #[arg(long, value_enum, default_value_t = AppKind::Agent)]
     pub app: AppKind,
+    /// The agent spec (TOML) `--app agent` answers with; default: the sample agent
+    /// (agents/sample.toml, built in).
+    #[arg(long, value_name = "FILE")]
+    pub agent: Option<std::path::PathBuf>,
     /// Concurrent calls this node takes (streams and SIP together); above it, media streams
     /// and SIP INVITEs are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 100)]
@@ -143,6 +148,8 @@ pub struct DialArgs {
 /// The app a `vaani dev` node answers calls with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum AppKind {
+    /// Talk to the caller: the realtime pipeline with the agent in --agent.
+    Agent,
     /// Play back what the caller says.
     Echo,
 }

@@ -58,6 +58,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .replacen("http://", "ws://", 1)
     );
 
+    // The app that answers calls: the agent (realtime pipeline) or echo.
+    let agent = match args.app {
+        AppKind::Agent => {
+            let (app, reports) = crate::agent::build(args.agent.as_deref()).await?;
+            tokio::spawn(store_reports(stores.clone(), reports));
+            Some(app)
+        }
+        AppKind::Echo => None,
+    };
+    let sip_app: Arc<dyn vaani_media::sipnode::app::SipApp> = match &agent {
+        Some(a) => a.clone(),
+        None => Arc::new(vaani_media::sipnode::app::EchoApp),
+    };
+
     // The media node: provider media streams on the same port, answered by the chosen app.
     let active = Arc::new(AtomicU32::new(0));
     let (metrics, ended) = Metrics::with_sink();
@@ -70,8 +84,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             stores.clone(),
             &base_url,
         )),
-        app: match args.app {
-            AppKind::Echo => Arc::new(EchoApp),
+        app: match &agent {
+            Some(a) => a.clone(),
+            None => Arc::new(EchoApp),
         },
         max_calls: args.max_calls,
         active: active.clone(),
@@ -86,6 +101,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let sip_registry = CallRegistry::default();
     let sip = start_sip(
         &args,
+        sip_app,
         token_key.clone(),
         active.clone(),
         sip_registry.clone(),
@@ -327,6 +343,7 @@ async fn queue_call_ends(stores: Stores, mut ended: tokio::sync::mpsc::Receiver<
 /// box, and the one its answer webhooks issue tokens for.
 async fn start_sip(
     args: &DevArgs,
+    app: Arc<dyn vaani_media::sipnode::app::SipApp>,
     token_key: Arc<Vec<u8>>,
     active: Arc<AtomicU32>,
     registry: CallRegistry,
@@ -353,9 +370,7 @@ async fn start_sip(
         active,
         rtp_timeout: std::time::Duration::from_secs(args.rtp_timeout.max(1)),
         codecs: vec![Codec::Pcmu, Codec::Pcma],
-        app: match args.app {
-            AppKind::Echo => Arc::new(vaani_media::sipnode::app::EchoApp),
-        },
+        app,
         registry,
         metrics,
         outbound_proxy: args.sip_outbound_proxy,

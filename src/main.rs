@@ -3,6 +3,7 @@
 //! `webhook` verifies, signs and parses provider webhooks offline; `calls` and `tenant` read
 //! and write the local store; `dial` places a call from a running `vaani dev` node.
 
+mod agent;
 mod cli;
 mod dev;
 mod dial;

@@ -5,11 +5,13 @@
 //! a single-threaded runtime. A simulated media driver per call ticks every 20 ms: the caller
 //! speaks for a second, waits until the agent has answered, pauses, speaks again. For each
 //! answered turn the pipeline reports `platform_us`: the time from its end-of-turn decision to
-//! the first agent frame queued (`decided_to_queued_us`); minus the engines' fixed waits that
-//! is what the platform added (channel hops, task wake-ups, timers, VAD/turn/splitter work,
-//! and whatever the other calls on the core delay it by).
+//! the first agent frame queued (`decided_to_queued_us`). Each fake engine logs how long it
+//! actually held each request (its fixed delay plus the timer's overshoot); the turn's span
+//! minus its STT, LLM and first TTS waits is what the platform added: channel hops, task
+//! wake-ups, VAD/turn/splitter work, and whatever the other calls on the core delay it by.
 //!
 //! cargo run --release -p vaani-media --example pipeline_latency [-- CALLS...]
+#![allow(clippy::expect_used)]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use vaani_media::agent::AgentSpec;
 use vaani_media::pipeline::call::{self, percentile, CallIds, CallReport, Input, PipelineConfig};
 use vaani_media::pipeline::dialogue::EmbeddedLlm;
 use vaani_media::pipeline::engines::Engines;
-use vaani_media::pipeline::fake::{DelayedLlm, FakeStt, FakeTts};
+use vaani_media::pipeline::fake::{DelayedLlm, FakeStt, FakeTts, WaitLog};
 use vaani_media::pipeline::out::Outgoing;
 use vaani_media::pipeline::vad::EnergyVad;
 
@@ -86,29 +88,39 @@ fn run(calls: usize, spec: &AgentSpec) -> (Vec<u64>, Vec<u64>, u64, f64) {
         .expect("runtime");
     rt.block_on(async {
         let (tx, mut rx) = mpsc::unbounded_channel::<CallReport>();
-        let cfg = PipelineConfig {
-            agent: Arc::new(spec.resolve()),
+        let agent = Arc::new(spec.resolve());
+        // One set of fake engines per call, each logging its own waits.
+        let config = |log: &WaitLog| PipelineConfig {
+            agent: agent.clone(),
             engines: Engines {
-                stt: Arc::new(FakeStt::repeating(STT_DELAY, "I have a question about my bill")),
+                stt: Arc::new(FakeStt {
+                    log: Some(log.clone()),
+                    ..FakeStt::repeating(STT_DELAY, "I have a question about my bill")
+                }),
                 llm: Arc::new(DelayedLlm {
                     inner: EmbeddedLlm::new(spec.clone()),
                     delay: LLM_DELAY,
+                    log: Some(log.clone()),
                 }),
                 tts: Arc::new(FakeTts {
                     first_byte: TTS_FIRST_BYTE,
                     ms_per_char: 10,
+                    log: Some(log.clone()),
                 }),
             },
             vad: Arc::new(|| Box::new(EnergyVad::new())),
-            reports: Some(tx),
+            reports: Some(tx.clone()),
             runtime: tokio::runtime::Handle::current(),
         };
         let cpu0 = cpu_seconds();
         let wall0 = Instant::now();
         let mut tasks = Vec::new();
+        let mut logs = std::collections::HashMap::new();
         for n in 0..calls {
+            let log = WaitLog::default();
+            logs.insert(format!("call-{n}"), log.clone());
             let link = call::start(
-                &cfg,
+                &config(&log),
                 CallIds {
                     transport_id: format!("call-{n}"),
                     ..CallIds::default()
@@ -121,18 +133,35 @@ fn run(calls: usize, spec: &AgentSpec) -> (Vec<u64>, Vec<u64>, u64, f64) {
         for t in tasks {
             let _ = t.await;
         }
-        drop(cfg);
+        drop(tx);
         let mut platform = Vec::new();
         let mut totals = Vec::new();
         let mut dropped = 0;
         while let Some(r) = rx.recv().await {
             dropped += r.dropped_frames;
-            let engines = u64::try_from((STT_DELAY + LLM_DELAY + TTS_FIRST_BYTE).as_micros())
-                .unwrap_or(0);
-            for t in &r.turns {
-                if let Some(span) = t.decided_to_queued_us {
-                    platform.push(span.saturating_sub(engines));
-                }
+            let waits = logs
+                .get(&r.ids.transport_id)
+                .and_then(|l| l.lock().ok().map(|l| l.clone()))
+                .unwrap_or_default();
+            let of = |kind: &str| -> Vec<_> {
+                waits.iter().filter(|w| w.kind == kind).copied().collect()
+            };
+            let (stt, llm, tts) = (of("stt"), of("llm"), of("tts"));
+            for (k, t) in r.turns.iter().enumerate() {
+                // Turn k: the k-th STT final, the (k+1)-th LLM answer (the greeting is the
+                // first), and the first synthesis asked for after that answer.
+                let (Some(span), Some(s), Some(l)) =
+                    (t.decided_to_queued_us, stt.get(k), llm.get(k + 1))
+                else {
+                    continue;
+                };
+                let Some(first_tts) = tts.iter().find(|w| w.start >= l.end) else {
+                    continue;
+                };
+                let engine =
+                    (s.end - s.start) + (l.end - l.start) + (first_tts.end - first_tts.start);
+                let engine_us = u64::try_from(engine.as_micros()).unwrap_or(u64::MAX);
+                platform.push(span.saturating_sub(engine_us));
                 if let Some(ms) = t.total_ms {
                     totals.push(ms);
                 }

@@ -24,10 +24,12 @@ fn config(stt_lines: &[&str]) -> (PipelineConfig, mpsc::UnboundedReceiver<CallRe
             llm: Arc::new(DelayedLlm {
                 inner: EmbeddedLlm::new(spec),
                 delay: Duration::from_millis(20),
+                log: None,
             }),
             tts: Arc::new(FakeTts {
                 first_byte: Duration::from_millis(10),
                 ms_per_char: 10,
+                log: None,
             }),
         },
         agent,

@@ -70,6 +70,12 @@ pub fn start_dev_with(data: &str, extra: &[&str]) -> Dev {
             data,
         ])
         .args(extra)
+        // Media tests talk to the echo app unless they ask for another.
+        .args(if extra.contains(&"--app") {
+            &[][..]
+        } else {
+            &["--app", "echo"][..]
+        })
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

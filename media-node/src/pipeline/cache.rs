@@ -165,6 +165,7 @@ mod tests {
             Arc::new(FakeTts {
                 first_byte: Duration::from_millis(5),
                 ms_per_char: 10,
+                log: None,
             }),
             8,
         );
@@ -190,6 +191,7 @@ mod tests {
             Arc::new(FakeTts {
                 first_byte: Duration::ZERO,
                 ms_per_char: 1,
+                log: None,
             }),
             2,
         );

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -14,12 +14,34 @@ use super::engines::{
 };
 use crate::codec::FRAME_SAMPLES;
 
+/// One wait on a fake engine, measured by the engine: from the request reaching it to its
+/// answer leaving it (timer overshoot included, so what remains of a turn is the platform's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineWait {
+    pub kind: &'static str,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+/// Where fake engines record their waits, in order.
+pub type WaitLog = Arc<Mutex<Vec<EngineWait>>>;
+
+fn record(log: &Option<WaitLog>, kind: &'static str, start: Instant) {
+    if let Some(log) = log {
+        let end = Instant::now();
+        if let Ok(mut l) = log.lock() {
+            l.push(EngineWait { kind, start, end });
+        }
+    }
+}
+
 /// STT that answers each end of speech with the next scripted text after `delay`.
 pub struct FakeStt {
     pub delay: Duration,
     pub script: Arc<Mutex<VecDeque<String>>>,
     /// Said when the script is used up (empty: nothing recognised).
     pub otherwise: String,
+    pub log: Option<WaitLog>,
 }
 
 impl FakeStt {
@@ -28,6 +50,7 @@ impl FakeStt {
             delay,
             script: Arc::new(Mutex::new(lines.iter().map(|s| s.to_string()).collect())),
             otherwise: String::new(),
+            log: None,
         }
     }
 
@@ -37,6 +60,7 @@ impl FakeStt {
             delay,
             script: Arc::new(Mutex::new(VecDeque::new())),
             otherwise: text.to_string(),
+            log: None,
         }
     }
 }
@@ -52,6 +76,7 @@ impl SttEngine for FakeStt {
         let delay = self.delay;
         let script = self.script.clone();
         let otherwise = self.otherwise.clone();
+        let log = self.log.clone();
         tokio::spawn(async move {
             let mut audio_ms = 0u64;
             while let Some(input) = in_rx.recv().await {
@@ -60,14 +85,17 @@ impl SttEngine for FakeStt {
                         audio_ms += (pcm.len() as u64 * 1000) / 16_000;
                     }
                     SttInput::EndOfSpeech => {
+                        let start = Instant::now();
                         let text = script
                             .lock()
                             .ok()
                             .and_then(|mut s| s.pop_front())
                             .unwrap_or_else(|| otherwise.clone());
                         let tx = ev_tx.clone();
+                        let log = log.clone();
                         tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
+                            tokio::time::sleep_until((start + delay).into()).await;
+                            record(&log, "stt", start);
                             let _ = tx
                                 .send(Ok(SttEvent::Final {
                                     text,
@@ -91,6 +119,7 @@ impl SttEngine for FakeStt {
 pub struct DelayedLlm<E> {
     pub inner: E,
     pub delay: Duration,
+    pub log: Option<WaitLog>,
 }
 
 impl<E: LlmEngine> LlmEngine for DelayedLlm<E> {
@@ -102,6 +131,7 @@ impl<E: LlmEngine> LlmEngine for DelayedLlm<E> {
         Ok(Box::new(DelayedSession {
             inner: self.inner.session()?,
             delay: self.delay,
+            log: self.log.clone(),
         }))
     }
 }
@@ -109,15 +139,19 @@ impl<E: LlmEngine> LlmEngine for DelayedLlm<E> {
 struct DelayedSession {
     inner: Box<dyn LlmSession>,
     delay: Duration,
+    log: Option<WaitLog>,
 }
 
 impl LlmSession for DelayedSession {
     fn respond(&mut self, input: LlmInput) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
+        let start = Instant::now();
         let mut inner = self.inner.respond(input);
         let (tx, rx) = mpsc::channel(64);
         let delay = self.delay;
+        let log = self.log.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until((start + delay).into()).await;
+            record(&log, "llm", start);
             while let Some(ev) = inner.recv().await {
                 if tx.send(ev).await.is_err() {
                     return;
@@ -137,6 +171,7 @@ impl LlmSession for DelayedSession {
 pub struct FakeTts {
     pub first_byte: Duration,
     pub ms_per_char: u32,
+    pub log: Option<WaitLog>,
 }
 
 impl TtsEngine for FakeTts {
@@ -153,8 +188,11 @@ impl TtsEngine for FakeTts {
         let chars = text.chars().count() as u64;
         let total_ms = chars * u64::from(self.ms_per_char);
         let delay = self.first_byte;
+        let start = Instant::now();
+        let log = self.log.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until((start + delay).into()).await;
+            record(&log, "tts", start);
             let frames = total_ms.div_ceil(20);
             let tone = tone_frame();
             for _ in 0..frames {

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod cache;
 pub mod call;
 pub mod dialogue;
+pub mod embedded;
 pub mod engines;
 pub mod fake;
 pub mod out;
