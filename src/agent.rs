@@ -45,13 +45,17 @@ pub async fn build(
         .context("offline speech synthesiser (install espeak-ng)")?;
     let tts = CachedTts::new(Arc::new(espeak), PHRASE_CACHE);
     // Greeting prefetch, and the fixed phrases every call may need.
-    let mut fixed = vec![spec.greeting.clone(), spec.fallback_reply.clone()];
-    fixed.extend(
-        spec.intents
-            .iter()
-            .map(|i| i.reply.clone())
-            .filter(|r| !r.contains('{')),
-    );
+    let mut fixed = vec![
+        spec.greeting.clone(),
+        spec.fallback_reply.clone(),
+        "Are you still there?".to_string(),
+    ];
+    for i in &spec.intents {
+        if !i.reply.contains('{') {
+            fixed.push(i.reply.clone());
+        }
+        fixed.extend(i.slots.iter().map(|s| s.prompt.clone()));
+    }
     let mut sentences = Vec::new();
     for text in fixed {
         let mut s = vaani_media::pipeline::sentences::SentenceSplitter::new();

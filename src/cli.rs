@@ -41,6 +41,9 @@ pub enum Cmd {
     /// Place a call from a running `vaani dev` media node to a SIP URI (POST /node/calls); the
     /// echo app answers it once it connects.
     Dial(DialArgs),
+    /// Call an agent and talk to it: each --say line is spoken (and each --dtmf key pressed)
+    /// when the agent pauses; prints what both sides said with per-turn latencies.
+    Call(CallArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -113,6 +116,48 @@ pub struct DevArgs {
     /// name to this proxy (IP:port; the node does no DNS). Without it, targets must be IPs.
     #[arg(long, value_name = "ADDR")]
     pub sip_outbound_proxy: Option<SocketAddr>,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// `dev` (the running `vaani dev` in --data) or a SIP URI with an IP host.
+    pub target: String,
+    /// A line to say (repeatable, in order with --dtmf).
+    #[arg(long)]
+    pub say: Vec<String>,
+    /// Keys to press (repeatable, in order with --say).
+    #[arg(long)]
+    pub dtmf: Vec<String>,
+    /// A line to say over the agent's next reply, 1.5 s into it (barge-in; in order with
+    /// --say).
+    #[arg(long)]
+    pub interrupt: Vec<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The agent spec whose lines the recogniser listens for (default: the sample agent).
+    #[arg(long, value_name = "FILE")]
+    pub agent: Option<PathBuf>,
+    /// Transcribe the agent with the open-vocabulary model instead of its lines' grammar.
+    #[arg(long)]
+    pub open_vocabulary: bool,
+    /// Tenant of the call (for `dev`).
+    #[arg(long, default_value = "demo")]
+    pub tenant: String,
+    /// espeak-ng voice the caller speaks with.
+    #[arg(long, default_value = "en-us")]
+    pub voice: String,
+    /// Where the caller's SIP listens.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub sip: SocketAddr,
+    /// The caller's RTP ports.
+    #[arg(long, default_value = "40000-40999", value_name = "LOW-HIGH")]
+    pub rtp_ports: vaani_media::sipnode::ports::PortRange,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
     #[command(flatten)]
     pub data: DataArg,
 }
@@ -313,6 +358,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Calls(c) => calls(c).await,
         Cmd::Tenant(t) => tenant(t).await,
         Cmd::Dial(a) => crate::dial::run(a).await,
+        Cmd::Call(a) => crate::call::run(a).await,
     }
 }
 

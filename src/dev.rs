@@ -157,6 +157,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  demo secrets:     vaani tenant show {DEMO_TENANT} --reveal --data {}",
         dir.display()
     );
+    // Where this node listens, for `vaani call dev` and `vaani dial`.
+    let dev_info = serde_json::json!({
+        "http": local.to_string(),
+        "sip": sip.local_addr().to_string(),
+        "url": base_url,
+        "pid": std::process::id(),
+    });
+    if let Err(e) = std::fs::write(dir.join(DEV_INFO_FILE), dev_info.to_string()) {
+        tracing::warn!(error = %e, "could not write {DEV_INFO_FILE}");
+    }
     println!("ready http={local} sip={} url={base_url}", sip.local_addr());
 
     // HTTP keeps serving while the node drains (health, metrics, refusals, the calls' own
@@ -385,6 +395,8 @@ async fn start_sip(
 
 /// Registry id of the `vaani dev` media node.
 pub const DEV_NODE: &str = "dev";
+/// File in the data directory naming the running `vaani dev`'s addresses.
+pub const DEV_INFO_FILE: &str = "dev.json";
 /// How often the node refreshes its registry entry, and how long an entry lives without one.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 const HEARTBEAT_TTL_SECS: i64 = 30;

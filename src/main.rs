@@ -4,6 +4,7 @@
 //! and write the local store; `dial` places a call from a running `vaani dev` node.
 
 mod agent;
+mod call;
 mod cli;
 mod dev;
 mod dial;

@@ -110,7 +110,12 @@ pub enum SessionError {
     Dtmf(#[from] DtmfError),
     #[error("no telephone-event payload type was negotiated")]
     NoDtmf,
+    #[error("too many key presses waiting to be sent")]
+    DtmfQueueFull,
 }
+
+/// Key presses queued for sending at most (a typed number plus `#`).
+const MAX_PENDING_DTMF: usize = 32;
 
 /// What the session noticed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +257,8 @@ pub struct RtpSession {
     timed_out: bool,
     send_queue: VecDeque<PcmFrame>,
     /// A key press waiting for the next tick, then its packets.
-    dtmf_pending: Option<(char, Duration)>,
+    /// Key presses waiting to be sent, in order.
+    dtmf_pending: std::collections::VecDeque<(char, Duration)>,
     dtmf_packets: VecDeque<EventPacket>,
     events: VecDeque<MediaEvent>,
     /// Decoded 20 ms frames waiting for [`RtpSession::poll_audio`].
@@ -312,7 +318,7 @@ impl RtpSession {
             last_rx: now,
             timed_out: false,
             send_queue: VecDeque::with_capacity(config.max_queue),
-            dtmf_pending: None,
+            dtmf_pending: std::collections::VecDeque::new(),
             dtmf_packets: VecDeque::new(),
             events: VecDeque::with_capacity(16),
             audio: VecDeque::with_capacity(MAX_AUDIO),
@@ -542,15 +548,18 @@ impl RtpSession {
         self.send_queue.clear();
     }
 
-    /// Sends key `digit` for `duration` as RFC 4733 events, starting at the next tick. A press
-    /// still being sent is finished first.
+    /// Sends key `digit` for `duration` as RFC 4733 events, starting at the next tick. Presses
+    /// queue up: each is sent after the one before it has ended.
     pub fn send_dtmf(&mut self, digit: char, duration: Duration) -> Result<(), SessionError> {
         if self.config.dtmf_payload_type.is_none() {
             return Err(SessionError::NoDtmf);
         }
         // Validate now, plan at the tick that starts it.
         let _ = self.dtmf_tx.plan(digit, duration, 0)?;
-        self.dtmf_pending = Some((digit, duration));
+        if self.dtmf_pending.len() >= MAX_PENDING_DTMF {
+            return Err(SessionError::DtmfQueueFull);
+        }
+        self.dtmf_pending.push_back((digit, duration));
         Ok(())
     }
 
@@ -579,7 +588,7 @@ impl RtpSession {
             return None;
         }
         if self.dtmf_packets.is_empty() {
-            if let Some((digit, duration)) = self.dtmf_pending.take() {
+            if let Some((digit, duration)) = self.dtmf_pending.pop_front() {
                 if let Ok(plan) = self.dtmf_tx.plan(digit, duration, tick.timestamp) {
                     self.dtmf_packets.extend(plan);
                 }

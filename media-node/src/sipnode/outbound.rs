@@ -55,6 +55,9 @@ pub struct DialRequest {
     pub call_id: Option<String>,
     /// Cancel the call when it has rung this long.
     pub answer_timeout: Duration,
+    /// Extra header fields for the INVITE (e.g. `X-Vaani-Call-Id` / `X-Vaani-Token` when
+    /// calling another Vaani node). Names must be tokens and values single-line.
+    pub headers: Vec<(String, String)>,
 }
 
 /// A call that went out.
@@ -252,7 +255,17 @@ impl Driver {
             from: NameAddr::new(Uri::Sip(from_uri)),
             next_hop,
             route,
-            headers: Vec::new(),
+            headers: req
+                .headers
+                .iter()
+                .filter(|(n, v)| {
+                    !n.is_empty()
+                        && n.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.!%*+`'~".contains(&b))
+                        && !v.chars().any(char::is_control)
+                })
+                .cloned()
+                .collect(),
             sdp: Bytes::from(offer),
             credentials: req.credentials,
             answer_timeout: Some(req.answer_timeout.min(MAX_ANSWER_TIMEOUT)),
@@ -600,6 +613,7 @@ async fn post_call(State(state): State<DialState>, headers: HeaderMap, body: Byt
         answer_timeout: body
             .answer_timeout
             .map_or(DEFAULT_ANSWER_TIMEOUT, Duration::from_secs),
+        headers: Vec::new(),
     };
     match state.dialer.dial(request).await {
         Ok(d) => (
