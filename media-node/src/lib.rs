@@ -10,7 +10,8 @@
 //! - [`sip`]: SIP messages, transactions and dialogs;
 //! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app;
 //! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
-//! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
+//! - [`webrtc`]: browser calls: WHIP-style signalling, Opus, the `webrtc` crate's ICE/DTLS/SRTP;
+//! - [`metrics`]: the counters the drivers share, `/metrics` and `/node/healthz`.
 
 pub mod codec;
 pub mod metrics;
@@ -19,3 +20,4 @@ pub mod server;
 pub mod sip;
 pub mod sipnode;
 pub mod streams;
+pub mod webrtc;

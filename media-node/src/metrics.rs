@@ -30,15 +30,18 @@ pub enum Transport {
     Stream,
     /// SIP signalling with RTP media.
     Sip,
+    /// A browser over WebRTC (WHIP-style signalling, Opus over SRTP).
+    WebRtc,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Stream, Transport::Sip];
+    pub const ALL: [Transport; 3] = [Transport::Stream, Transport::Sip, Transport::WebRtc];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Stream => "stream",
             Transport::Sip => "sip",
+            Transport::WebRtc => "webrtc",
         }
     }
 
@@ -63,16 +66,19 @@ pub enum EndReason {
     Error,
     /// The node shut down (drain deadline passed) while the call was up.
     Shutdown,
+    /// A WebRTC call's ICE/DTLS connection failed or never came up.
+    IceFailed,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 6] = [
+    pub const ALL: [EndReason; 7] = [
         EndReason::CallerHangup,
         EndReason::AgentHangup,
         EndReason::RtpTimeout,
         EndReason::MaxDuration,
         EndReason::Error,
         EndReason::Shutdown,
+        EndReason::IceFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +89,7 @@ impl EndReason {
             EndReason::MaxDuration => "max_duration",
             EndReason::Error => "error",
             EndReason::Shutdown => "shutdown",
+            EndReason::IceFailed => "ice_failed",
         }
     }
 
@@ -125,8 +132,8 @@ const SINK_CAPACITY: usize = 1024;
 
 /// The node's counters: plain atomics, bumped by the drivers, read by [`Metrics::render`].
 pub struct Metrics {
-    active: [AtomicU64; 2],
-    ended: [[AtomicU64; 6]; 2],
+    active: [AtomicU64; 3],
+    ended: [[AtomicU64; 7]; 3],
     sip_responses: Vec<AtomicU64>,
     rtp_received: AtomicU64,
     rtp_lost: AtomicU64,
@@ -135,6 +142,8 @@ pub struct Metrics {
     rtp_jitter_count: AtomicU64,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
+    webrtc_received: AtomicU64,
+    webrtc_sent: AtomicU64,
     events_dropped: AtomicU64,
     draining: AtomicBool,
     sink: Mutex<Option<mpsc::Sender<CallEnd>>>,
@@ -152,6 +161,8 @@ impl Default for Metrics {
             rtp_jitter_count: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
+            webrtc_received: AtomicU64::new(0),
+            webrtc_sent: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             sink: Mutex::new(None),
@@ -270,6 +281,16 @@ impl Metrics {
         self.frames_out.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// RTP packets received on WebRTC calls.
+    pub fn webrtc_received(&self, packets: u64) {
+        self.webrtc_received.fetch_add(packets, Ordering::Relaxed);
+    }
+
+    /// RTP packets sent on WebRTC calls.
+    pub fn webrtc_sent(&self, packets: u64) {
+        self.webrtc_sent.fetch_add(packets, Ordering::Relaxed);
+    }
+
     /// Refuse new calls from now on (the node is leaving).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
@@ -325,7 +346,7 @@ impl Metrics {
                 );
             }
         }
-        let simple: [(&str, &str, &AtomicU64); 5] = [
+        let simple: [(&str, &str, &AtomicU64); 7] = [
             (
                 "vaani_rtp_packets_received_total",
                 "RTP packets received on SIP calls.",
@@ -345,6 +366,16 @@ impl Metrics {
                 "vaani_stream_frames_sent_total",
                 "Text frames sent on provider media streams.",
                 &self.frames_out,
+            ),
+            (
+                "vaani_webrtc_packets_received_total",
+                "RTP packets received on WebRTC calls.",
+                &self.webrtc_received,
+            ),
+            (
+                "vaani_webrtc_packets_sent_total",
+                "RTP packets sent on WebRTC calls.",
+                &self.webrtc_sent,
             ),
             (
                 "vaani_call_events_dropped_total",
