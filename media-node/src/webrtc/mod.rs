@@ -15,7 +15,8 @@
 //! (taken like a SIP call's, then handed to the `webrtc` crate, which binds it itself: the
 //! crate takes addresses, not sockets, so a port freed and retaken in between is retried). ICE
 //! has no STUN or TURN servers and mDNS is off: the only candidate is the media address, and
-//! no packet goes anywhere but to the browser's own candidates.
+//! the node checks only the browser's candidates on the same side of loopback as it
+//! ([`whip::usable_candidates`]).
 //!
 //! The `webrtc` crate (0.21: an async driver over the sans-IO `rtc` core) owns ICE, DTLS and
 //! SRTP inside its own task per call; [`call`] owns the audio and decides when a call ends.
@@ -175,7 +176,8 @@ impl WebRtcNode {
                 break;
             };
             let addr = SocketAddr::new(self.config.media_address, port);
-            match Negotiated::answer(offer.to_string(), addr, self.config.timers).await {
+            let offer = whip::usable_candidates(offer, self.config.media_address);
+            match Negotiated::answer(offer, addr, self.config.timers).await {
                 Ok(n) => return Ok((n, port)),
                 Err(SetupError::Offer(e)) => return Err(SetupError::Offer(e)),
                 Err(e) => last = e,

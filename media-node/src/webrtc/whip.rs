@@ -118,6 +118,32 @@ pub fn check_offer(body: &[u8]) -> Result<OfferSummary, WhipError> {
     })
 }
 
+/// The offer with only the ICE candidates the node may send to: when the media address is
+/// loopback, loopback candidates (a browser on this machine also offers its other interfaces,
+/// which are no business of a loopback-only node); otherwise any but loopback. mDNS (`.local`)
+/// candidates are dropped either way: the node resolves no names. Checks from other addresses
+/// still reach the node, and ICE answers them where they came from (peer-reflexive).
+pub fn usable_candidates(offer: &str, media_address: std::net::IpAddr) -> String {
+    let mut out = String::with_capacity(offer.len());
+    for line in offer.split_inclusive('\n') {
+        let keep = match line.trim_end().strip_prefix("a=candidate:") {
+            None => true,
+            // foundation component transport priority address port typ …
+            Some(c) => match c.split_ascii_whitespace().nth(4) {
+                Some(addr) => match addr.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ip.is_loopback() == media_address.is_loopback(),
+                    Err(_) => false,
+                },
+                None => false,
+            },
+        };
+        if keep {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The media token and call id a request presents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
@@ -207,41 +233,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// An audio-only offer as Chromium writes it (trimmed of a few extmap lines).
-    pub(crate) const CHROME_OFFER: &str = "v=0\r\n\
-o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0\r\n\
-a=extmap-allow-mixed\r\n\
-a=msid-semantic: WMS 5b6d1a47\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=candidate:1 1 udp 2113937151 127.0.0.1 50000 typ host generation 0 network-cost 999\r\n\
-a=ice-ufrag:Xh7b\r\n\
-a=ice-pwd:VjHz3aW6I1cBJr9xv0a1ZK1e\r\n\
-a=ice-options:trickle\r\n\
-a=fingerprint:sha-256 9D:6B:3A:0C:5E:93:56:3F:0B:4F:1E:21:64:07:C8:D5:37:8B:A5:7C:31:04:5E:6B:D8:5E:82:3A:4B:1C:6F:9E\r\n\
-a=setup:actpass\r\n\
-a=mid:0\r\n\
-a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
-a=sendrecv\r\n\
-a=msid:5b6d1a47 0f0e5c6a\r\n\
-a=rtcp-mux\r\n\
-a=rtcp-rsize\r\n\
-a=rtpmap:111 opus/48000/2\r\n\
-a=rtcp-fb:111 transport-cc\r\n\
-a=fmtp:111 minptime=10;useinbandfec=1\r\n\
-a=rtpmap:63 red/48000/2\r\n\
-a=fmtp:63 111/111\r\n\
-a=rtpmap:9 G722/8000\r\n\
-a=rtpmap:0 PCMU/8000\r\n\
-a=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:13 CN/8000\r\n\
-a=rtpmap:110 telephone-event/48000\r\n\
-a=rtpmap:126 telephone-event/8000\r\n\
-a=ssrc:1234 cname:abcd\r\n";
+    /// An audio-only offer from Chromium 156 (headless, fake microphone), candidates inside.
+    pub(crate) const CHROME_OFFER: &str = include_str!("testdata/chrome_offer.sdp");
 
     #[test]
     fn content_types() {
@@ -297,7 +290,7 @@ a=ssrc:1234 cname:abcd\r\n";
                 WhipError::NoOpus,
             ),
             (
-                CHROME_OFFER.replace("m=audio 9 ", "m=audio 0 "),
+                CHROME_OFFER.replace("m=audio 43552 ", "m=audio 0 "),
                 WhipError::NoOpus,
             ),
             (
@@ -397,7 +390,39 @@ a=ssrc:1234 cname:abcd\r\n";
         }
     }
 
+    #[test]
+    fn only_candidates_on_the_media_side_are_kept() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=candidate:1 1 udp 2113937151 127.0.0.1 50000 typ host\r\n\
+a=candidate:2 1 udp 2113937151 192.0.2.2 50001 typ host\r\n\
+a=candidate:3 1 udp 2113937151 ::1 50002 typ host\r\n\
+a=candidate:4 1 udp 2113937151 4f1c5a2e-0d4e-4a63-9a0e-2b8c2d0e9b11.local 50003 typ host\r\n\
+a=candidate:5 1 udp\r\n\
+a=mid:0\r\n";
+        let loopback = usable_candidates(offer, "127.0.0.1".parse().unwrap());
+        assert!(loopback.contains("127.0.0.1 50000"));
+        assert!(loopback.contains("::1 50002"));
+        assert!(!loopback.contains("192.0.2.2"));
+        assert!(!loopback.contains(".local"));
+        assert!(!loopback.contains("candidate:5"));
+        assert!(loopback.starts_with("v=0\r\nm=audio") && loopback.ends_with("a=mid:0\r\n"));
+        let public = usable_candidates(offer, "192.0.2.10".parse().unwrap());
+        assert!(public.contains("192.0.2.2 50001"));
+        assert!(!public.contains("127.0.0.1") && !public.contains("::1 "));
+        // An offer without candidates, or without line ends, passes through.
+        assert_eq!(
+            usable_candidates("v=0", "127.0.0.1".parse().unwrap()),
+            "v=0"
+        );
+    }
+
     proptest::proptest! {
+        #[test]
+        fn candidate_filter_never_panics(s in ".*") {
+            let _ = usable_candidates(&s, "127.0.0.1".parse().unwrap());
+            let _ = usable_candidates(&format!("a=candidate:{s}\n"), "::1".parse().unwrap());
+        }
+
         #[test]
         fn offer_check_never_panics(body in proptest::collection::vec(proptest::num::u8::ANY, 0..4096)) {
             let _ = check_offer(&body);
