@@ -17,6 +17,8 @@ command -v sipp >/dev/null || need_apt+=(sip-tester)
 command -v baresip >/dev/null || need_apt+=(baresip)
 command -v sox >/dev/null || need_apt+=(sox)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v chromium >/dev/null || need_apt+=(chromium)
+pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
@@ -47,8 +49,9 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { cat "$moto_log"; echo "moto_server did not start" >&2; exit 1; }
 export VAANI_TEST_MOTO_URL="http://127.0.0.1:$moto_port" VAANI_REQUIRE_MOTO=1
-# sipp and baresip are installed above: the SIP end-to-end tests must not skip them.
-export VAANI_REQUIRE_SIPP=1 VAANI_REQUIRE_BARESIP=1
+# sipp, baresip and Chromium are installed above: the SIP and WebRTC end-to-end tests must not
+# skip them.
+export VAANI_REQUIRE_SIPP=1 VAANI_REQUIRE_BARESIP=1 VAANI_REQUIRE_CHROMIUM=1
 
 # --- Rust ---------------------------------------------------------------------------------------
 log "cargo test (workspace)"

@@ -355,7 +355,7 @@ fn whip_refusals() {
     );
     assert_eq!(r.status, 415);
 
-    let r = post(&[sdp.clone()], &path, "v=0\r\n");
+    let r = post(std::slice::from_ref(&sdp), &path, "v=0\r\n");
     assert_eq!(r.status, 401, "no token: {}", r.body);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     assert!(r.body.starts_with("missing_token"), "{}", r.body);
@@ -376,7 +376,11 @@ fn whip_refusals() {
     );
     assert_eq!(r.status, 401, "token for another tenant: {}", r.body);
     // The token in the query works as well as in the header.
-    let r = post(&[sdp.clone()], &format!("{path}&token={token}"), "hello");
+    let r = post(
+        std::slice::from_ref(&sdp),
+        &format!("{path}&token={token}"),
+        "hello",
+    );
     assert_eq!(r.status, 400, "unparsable SDP: {}", r.body);
     assert!(r.body.starts_with("bad_sdp"), "{}", r.body);
     let r = post(
@@ -419,4 +423,92 @@ fn whip_refusals() {
     );
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("5"));
+}
+
+/// A WHIP session end to end without a browser: Chromium's recorded offer (whose candidates
+/// nobody answers) gets an answer and a session URL; the session hangs up on DELETE with the
+/// call's own token only; the token cannot start a second call.
+#[test]
+fn whip_session_without_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = start_dev_with(
+        dir.path().join("data").to_str().unwrap(),
+        &["--rtp-ports", "31000-31099"],
+    );
+    let cfg = page_config(&dev);
+    let other = page_config(&dev);
+    let call_id = cfg["call_id"].as_str().unwrap();
+    let token = cfg["token"].as_str().unwrap();
+    let sdp = ("Content-Type".to_string(), "application/sdp".to_string());
+    let bearer = |t: &str| ("Authorization".to_string(), format!("Bearer {t}"));
+    let offer = include_str!("../media-node/src/webrtc/testdata/chrome_offer.sdp");
+    let path = format!("/webrtc/demo?call_id={call_id}");
+    let r = request(
+        &dev.addr,
+        "POST",
+        &path,
+        &[sdp.clone(), bearer(token)],
+        offer,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/sdp"));
+    let location = r.header("location").unwrap().to_string();
+    let session = location.strip_prefix("/webrtc/demo/").unwrap();
+    assert_eq!(session.len(), 16, "{location}");
+    // The answer: Opus, DTLS, and one host candidate on loopback in the RTP range.
+    let answer = &r.body;
+    assert!(answer.starts_with("v=0\r\n"), "{answer}");
+    assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+    assert!(answer.contains("a=fingerprint:sha-256 "), "{answer}");
+    let candidates: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    // Component 1 (RTP) and 2 (RTCP, muxed on the same socket): one address, one port.
+    assert!(!candidates.is_empty(), "{answer}");
+    let ports: Vec<u16> = candidates
+        .iter()
+        .map(|c| {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            assert_eq!((f[2], f[4], f[7]), ("udp", "127.0.0.1", "host"), "{c}");
+            f[5].parse().unwrap()
+        })
+        .collect();
+    let port = ports[0];
+    assert!(ports.iter().all(|p| *p == port), "{answer}");
+    assert!((31000..=31099).contains(&port) && port & 1 == 0, "{port}");
+
+    let c = calls(&dev);
+    assert_eq!(c["live"][0]["session"], session, "{c}");
+    assert_eq!(c["live"][0]["udp_port"], port);
+    assert_eq!(c["live"][0]["state"], "connecting");
+    assert_eq!(
+        metric(&dev, "vaani_active_calls{transport=\"webrtc\"}"),
+        Some(1.0)
+    );
+
+    // One token, one call.
+    let again = request(&dev.addr, "POST", &path, &[sdp, bearer(token)], offer);
+    assert_eq!(again.status, 409, "{}", again.body);
+
+    let del = |headers: &[(String, String)]| request(&dev.addr, "DELETE", &location, headers, "");
+    assert_eq!(del(&[]).status, 401);
+    let r = del(&[bearer(other["token"].as_str().unwrap())]);
+    assert_eq!(r.status, 401, "another call's token: {}", r.body);
+    assert_eq!(del(&[bearer(token)]).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = calls(&dev);
+        if c["live"].as_array().unwrap().is_empty() {
+            assert_eq!(c["ended"][0]["end_reason"], "delete", "{c}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ended: {c}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(del(&[bearer(token)]).status, 404, "gone once ended");
+    assert_eq!(
+        metric(&dev, "vaani_active_calls{transport=\"webrtc\"}"),
+        Some(0.0)
+    );
 }

@@ -144,7 +144,6 @@ impl Negotiated {
                 RTCRtpCodecParameters {
                     rtp_codec: opus.clone(),
                     payload_type: OPUS_PAYLOAD_TYPE,
-                    ..Default::default()
                 },
                 RtpCodecKind::Audio,
             )
@@ -347,7 +346,8 @@ impl Call {
         let answered = Instant::now();
         let mut connected = false;
         let mut last_rtp = Instant::now();
-        let mut ticks: u64 = 0;
+        // Counts down to the next publication of the packet counts (once a second).
+        let mut publish_in: u32 = 50;
         let mut actions = Vec::new();
         let mut closing = link.closing.clone();
         let shutdown = async move {
@@ -396,7 +396,6 @@ impl Call {
                     Inbound::Ended => break Ending(EndReason::CallerHangup, "track_ended"),
                 },
                 _ = tick.tick() => {
-                    ticks += 1;
                     if !connected {
                         if answered.elapsed() > link.timers.connect {
                             break Ending(EndReason::IceFailed, "ice_timeout");
@@ -407,7 +406,9 @@ impl Call {
                         break Ending(EndReason::RtpTimeout, "rtp_timeout");
                     }
                     self.send_frame(link.id).await;
-                    if ticks % 50 == 0 {
+                    publish_in -= 1;
+                    if publish_in == 0 {
+                        publish_in = 50;
                         self.publish(link);
                     }
                 }
