@@ -3,10 +3,7 @@
 # Extra arguments go to `vaani dev` (e.g. --http 127.0.0.1:9090 --data /tmp/vaani).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v cc >/dev/null; then
-  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq build-essential pkg-config
-fi
+scripts/deps.sh build
 # Only the CLI's dependency tree: the embedded store, no AWS SDK.
 cargo build --release --locked --bin vaani
 exec target/release/vaani dev "$@"

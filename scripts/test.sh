@@ -9,21 +9,7 @@ root=$(pwd)
 log() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- system packages --------------------------------------------------------------------------
-need_apt=()
-command -v cc >/dev/null || need_apt+=(build-essential)
-command -v pkg-config >/dev/null || need_apt+=(pkg-config)
-command -v node >/dev/null || need_apt+=(nodejs npm)
-command -v sipp >/dev/null || need_apt+=(sip-tester)
-command -v baresip >/dev/null || need_apt+=(baresip)
-command -v sox >/dev/null || need_apt+=(sox)
-command -v curl >/dev/null || need_apt+=(curl)
-command -v chromium >/dev/null || need_apt+=(chromium)
-pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
-if ((${#need_apt[@]})); then
-  log "installing ${need_apt[*]}"
-  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${need_apt[@]}"
-fi
+scripts/deps.sh
 
 # --- python tools -----------------------------------------------------------------------------
 if ! command -v moto_server >/dev/null; then

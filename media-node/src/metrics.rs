@@ -1,4 +1,4 @@
-//! The media node's counters, shared by both drivers (provider streams and SIP/RTP), its
+//! The media node's counters, shared by its drivers (provider streams, SIP/RTP, WebRTC), its
 //! draining flag, and the HTTP routes that expose them: `GET /metrics` (Prometheus text
 //! exposition format 0.0.4) and `GET /node/healthz` (200 while serving, 503 while draining).
 //!
