@@ -512,3 +512,91 @@ fn whip_session_without_a_browser() {
         Some(0.0)
     );
 }
+
+/// SIGTERM drains the node: new offers get 503, and a WebRTC call still up at the drain
+/// deadline is hung up with reason `shutdown`, which the call-events queue records.
+#[test]
+fn drain_refuses_offers_and_hangs_up_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut dev = start_dev_with(data.to_str().unwrap(), &["--drain-timeout", "1"]);
+    let cfg = page_config(&dev);
+    let later = page_config(&dev);
+    let sdp = ("Content-Type".to_string(), "application/sdp".to_string());
+    let bearer = |t: &serde_json::Value| {
+        (
+            "Authorization".to_string(),
+            format!("Bearer {}", t.as_str().unwrap()),
+        )
+    };
+    let offer = include_str!("../media-node/src/webrtc/testdata/chrome_offer.sdp");
+    let post = |cfg: &serde_json::Value| {
+        let path = format!("/webrtc/demo?call_id={}", cfg["call_id"].as_str().unwrap());
+        request(
+            &dev.addr,
+            "POST",
+            &path,
+            &[sdp.clone(), bearer(&cfg["token"])],
+            offer,
+        )
+    };
+    // Nobody answers this offer's candidates: the call stays up, connecting, past the drain.
+    let r = post(&cfg);
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let pid = dev.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = post(&later);
+        if r.status == 503 {
+            assert_eq!(r.header("retry-after"), Some("5"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offers still taken: {}",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(5),
+            "vaani dev did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ends = rt.block_on(async {
+        let store = vaani_store::embedded::EmbeddedStore::open(&data)
+            .unwrap()
+            .stores();
+        let msgs = store
+            .queue
+            .receive(
+                vaani_store::queues::CALL_EVENTS,
+                10,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        msgs.into_iter()
+            .map(|m| serde_json::from_str::<serde_json::Value>(&m.body).unwrap())
+            .filter(|v| v["kind"] == vaani_events::MediaCallEnded::KIND)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["call_id"], cfg["call_id"]);
+    assert_eq!(ends[0]["transport"], "webrtc");
+    assert_eq!(ends[0]["reason"], "shutdown");
+}
