@@ -9,25 +9,7 @@ root=$(pwd)
 log() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- system packages --------------------------------------------------------------------------
-need_apt=()
-command -v cc >/dev/null || need_apt+=(build-essential)
-command -v pkg-config >/dev/null || need_apt+=(pkg-config)
-command -v node >/dev/null || need_apt+=(nodejs npm)
-command -v sipp >/dev/null || need_apt+=(sip-tester)
-command -v baresip >/dev/null || need_apt+=(baresip)
-command -v sox >/dev/null || need_apt+=(sox)
-command -v curl >/dev/null || need_apt+=(curl)
-# Offline speech engines (media-node/src/services): libraries to link, their data, and real
-# recorded speech with transcripts for the speech tests.
-for pkg in espeak-ng libespeak-ng-dev pocketsphinx pocketsphinx-en-us libpocketsphinx-dev \
-  asterisk-core-sounds-en-wav asterisk-core-sounds-en; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
-done
-if ((${#need_apt[@]})); then
-  log "installing ${need_apt[*]}"
-  sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq "${need_apt[@]}"
-fi
+scripts/deps.sh
 
 # --- python tools -----------------------------------------------------------------------------
 if ! command -v moto_server >/dev/null; then
@@ -53,9 +35,9 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://127.0.0.1:$moto_port/moto-api/" >/dev/null || { cat "$moto_log"; echo "moto_server did not start" >&2; exit 1; }
 export VAANI_TEST_MOTO_URL="http://127.0.0.1:$moto_port" VAANI_REQUIRE_MOTO=1
-# sipp and baresip are installed above: the SIP end-to-end tests must not skip them.
-export VAANI_REQUIRE_SIPP=1 VAANI_REQUIRE_BARESIP=1
-# The speech packages are installed above: the speech tests must not skip.
+# sipp, baresip, Chromium and the speech packages are installed above: the SIP, WebRTC and
+# speech tests must not skip them.
+export VAANI_REQUIRE_SIPP=1 VAANI_REQUIRE_BARESIP=1 VAANI_REQUIRE_CHROMIUM=1
 export VAANI_REQUIRE_SPEECH=1
 
 # --- Rust ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ use vaani_media::sip::sdp::Codec;
 use vaani_media::sipnode::admission::AdmissionPolicy;
 use vaani_media::sipnode::registry::CallRegistry;
 use vaani_media::sipnode::{SipNode, SipNodeConfig};
+use vaani_media::webrtc::{CallTimers, WebRtcConfig, WebRtcNode};
 use vaani_store::{MediaNode, ProviderCredentials, Stores, Tenant};
 use vaani_telephony::WebhookRequest;
 use vaani_webhooks::Deps;
@@ -77,6 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let (metrics, ended) = Metrics::with_sink();
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let token_key = deps.media_token_key.clone();
+    let webrtc_closing = closing.clone();
     let streams = Arc::new(StreamServer {
         token_key: deps.media_token_key.clone(),
         require_token: true,
@@ -101,19 +103,45 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let sip_registry = CallRegistry::default();
     let sip = start_sip(
         &args,
-        sip_app,
+        sip_app.clone(),
         token_key.clone(),
         active.clone(),
         sip_registry.clone(),
         metrics.clone(),
     )
     .await?;
+    // Browser calls (WebRTC) on the SIP node's media address and RTP range, answered by the
+    // same app as SIP calls.
+    let webrtc = WebRtcNode::new(WebRtcConfig {
+        media_address: sip.advertised_addr().ip(),
+        ports: args.rtp_ports,
+        token_key: state.deps.media_token_key.clone(),
+        app: sip_app,
+        max_calls: args.max_calls,
+        active: active.clone(),
+        metrics: metrics.clone(),
+        registry: Default::default(),
+        closing: webrtc_closing,
+        timers: CallTimers {
+            rtp: Duration::from_secs(args.rtp_timeout.max(1)),
+            ..CallTimers::default()
+        },
+    });
+    let page = Arc::new(CallPage {
+        token_key: state.deps.media_token_key.clone(),
+    });
     let app = vaani_media::server::router(streams)
         .merge(vaani_media::sipnode::registry::router(sip_registry))
         .merge(vaani_media::sipnode::outbound::router(
             sip.dialer(),
             token_key,
         ))
+        .merge(vaani_media::webrtc::router(webrtc))
+        .merge(
+            axum::Router::new()
+                .route("/", axum::routing::get(call_page))
+                .with_state(page),
+        )
         .merge(vaani_media::metrics::router(metrics.clone()))
         .merge(axum::Router::new().fallback(serve).with_state(state));
     let entry = NodeEntry {
@@ -151,6 +179,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  SIP calls:        {base_url}/debug/sip/calls");
     println!("  place a call:     POST {base_url}/node/calls (vaani dial sip:user@IP:PORT)");
+    println!("  browser calls:    {base_url}/ (WebRTC, signalling at {base_url}/webrtc/{{tenant}}; calls at {base_url}/debug/webrtc/calls)");
     println!("  health:           {base_url}/healthz (control plane), {base_url}/node/healthz (media node: 503 while draining)");
     println!("  metrics:          {base_url}/metrics");
     println!(
@@ -391,6 +420,43 @@ async fn start_sip(
             args.sip
         )
     })
+}
+
+/// The browser-call page: static HTML and JS, given a fresh call id and media token for the
+/// demo tenant each time it is served.
+struct CallPage {
+    token_key: Arc<Vec<u8>>,
+}
+
+const CALL_PAGE: &str = include_str!("call.html");
+
+/// `GET /`: the page, with its call id and token.
+async fn call_page(State(page): State<Arc<CallPage>>) -> axum::response::Response {
+    let call_id = match crate::local::random_bytes(8) {
+        Ok(b) => format!("web-{}", hex::encode(b)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no randomness for a call id");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let token = vaani_core::token::issue(
+        &page.token_key,
+        DEMO_TENANT,
+        &call_id,
+        chrono::Utc::now(),
+        vaani_core::token::DEFAULT_TTL_SECS,
+    );
+    let config = serde_json::json!({ "tenant": DEMO_TENANT, "call_id": call_id, "token": token });
+    // Inside <script>: no "<" may close the element early (JSON allows the escape).
+    let config = config.to_string().replace('<', "\\u003c");
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        CALL_PAGE.replace("{{VAANI_CONFIG}}", &config),
+    )
+        .into_response()
 }
 
 /// Registry id of the `vaani dev` media node.

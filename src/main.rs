@@ -18,7 +18,12 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    // The WebRTC stack logs every state change at info and two harmless warnings per call
+    // (DTLS without a server name, ICE pinging before the answer's candidates): by default only
+    // its warnings, and its ICE and DTLS errors. RUST_LOG replaces all of this.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        "info,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn".to_string()
+    });
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

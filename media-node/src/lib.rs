@@ -11,7 +11,8 @@
 //! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app;
 //! - [`services`]: the embedded offline speech engines (VAD, espeak-ng TTS, pocketsphinx STT);
 //! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
-//! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
+//! - [`webrtc`]: browser calls: WHIP-style signalling, Opus, the `webrtc` crate's ICE/DTLS/SRTP;
+//! - [`metrics`]: the counters the drivers share, `/metrics` and `/node/healthz`.
 
 pub mod agent;
 pub mod codec;
@@ -23,3 +24,4 @@ pub mod services;
 pub mod sip;
 pub mod sipnode;
 pub mod streams;
+pub mod webrtc;

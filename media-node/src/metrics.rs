@@ -1,4 +1,4 @@
-//! The media node's counters, shared by both drivers (provider streams and SIP/RTP), its
+//! The media node's counters, shared by its drivers (provider streams, SIP/RTP, WebRTC), its
 //! draining flag, and the HTTP routes that expose them: `GET /metrics` (Prometheus text
 //! exposition format 0.0.4) and `GET /node/healthz` (200 while serving, 503 while draining).
 //!
@@ -30,15 +30,18 @@ pub enum Transport {
     Stream,
     /// SIP signalling with RTP media.
     Sip,
+    /// A browser over WebRTC (WHIP-style signalling, Opus over SRTP).
+    WebRtc,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Stream, Transport::Sip];
+    pub const ALL: [Transport; 3] = [Transport::Stream, Transport::Sip, Transport::WebRtc];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Stream => "stream",
             Transport::Sip => "sip",
+            Transport::WebRtc => "webrtc",
         }
     }
 
@@ -66,10 +69,12 @@ pub enum EndReason {
     Shutdown,
     /// A call the node placed was never answered: busy, declined, no answer, no response.
     NotConnected,
+    /// A WebRTC call's ICE/DTLS connection failed or never came up.
+    IceFailed,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 7] = [
+    pub const ALL: [EndReason; 8] = [
         EndReason::CallerHangup,
         EndReason::AgentHangup,
         EndReason::RtpTimeout,
@@ -77,6 +82,7 @@ impl EndReason {
         EndReason::Error,
         EndReason::Shutdown,
         EndReason::NotConnected,
+        EndReason::IceFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +94,7 @@ impl EndReason {
             EndReason::Error => "error",
             EndReason::Shutdown => "shutdown",
             EndReason::NotConnected => "not_connected",
+            EndReason::IceFailed => "ice_failed",
         }
     }
 
@@ -130,8 +137,8 @@ const SINK_CAPACITY: usize = 1024;
 
 /// The node's counters: plain atomics, bumped by the drivers, read by [`Metrics::render`].
 pub struct Metrics {
-    active: [AtomicU64; 2],
-    ended: [[AtomicU64; 7]; 2],
+    active: [AtomicU64; 3],
+    ended: [[AtomicU64; 8]; 3],
     sip_responses: Vec<AtomicU64>,
     rtp_received: AtomicU64,
     rtp_lost: AtomicU64,
@@ -140,6 +147,8 @@ pub struct Metrics {
     rtp_jitter_count: AtomicU64,
     frames_in: AtomicU64,
     frames_out: AtomicU64,
+    webrtc_received: AtomicU64,
+    webrtc_sent: AtomicU64,
     events_dropped: AtomicU64,
     draining: AtomicBool,
     sink: Mutex<Option<mpsc::Sender<CallEnd>>>,
@@ -157,6 +166,8 @@ impl Default for Metrics {
             rtp_jitter_count: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
+            webrtc_received: AtomicU64::new(0),
+            webrtc_sent: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             sink: Mutex::new(None),
@@ -275,6 +286,16 @@ impl Metrics {
         self.frames_out.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// RTP packets received on WebRTC calls.
+    pub fn webrtc_received(&self, packets: u64) {
+        self.webrtc_received.fetch_add(packets, Ordering::Relaxed);
+    }
+
+    /// RTP packets sent on WebRTC calls.
+    pub fn webrtc_sent(&self, packets: u64) {
+        self.webrtc_sent.fetch_add(packets, Ordering::Relaxed);
+    }
+
     /// Refuse new calls from now on (the node is leaving).
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
@@ -330,7 +351,7 @@ impl Metrics {
                 );
             }
         }
-        let simple: [(&str, &str, &AtomicU64); 5] = [
+        let simple: [(&str, &str, &AtomicU64); 7] = [
             (
                 "vaani_rtp_packets_received_total",
                 "RTP packets received on SIP calls.",
@@ -350,6 +371,16 @@ impl Metrics {
                 "vaani_stream_frames_sent_total",
                 "Text frames sent on provider media streams.",
                 &self.frames_out,
+            ),
+            (
+                "vaani_webrtc_packets_received_total",
+                "RTP packets received on WebRTC calls.",
+                &self.webrtc_received,
+            ),
+            (
+                "vaani_webrtc_packets_sent_total",
+                "RTP packets sent on WebRTC calls.",
+                &self.webrtc_sent,
             ),
             (
                 "vaani_call_events_dropped_total",

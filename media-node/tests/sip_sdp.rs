@@ -73,7 +73,12 @@ fn answers_with_our_preferred_codec_and_dtmf() {
     assert_eq!(n.codec, Codec::Pcmu);
     assert_eq!(n.payload_type, 0);
     assert_eq!(n.dtmf_payload_type, Some(101));
-    assert_eq!(n.remote, "198.51.100.7:16384".parse().unwrap());
+    assert_eq!(
+        n.remote,
+        "198.51.100.7:16384"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+    );
     assert_eq!(n.remote_ptime, Some(20));
     assert_eq!(n.direction, Direction::SendRecv);
     assert!(!n.on_hold);
@@ -115,7 +120,10 @@ fn static_payload_types_need_no_rtpmap_and_dynamic_ones_keep_the_offers_number()
         (n.codec, n.payload_type, n.dtmf_payload_type),
         (Codec::Pcma, 8, Some(96))
     );
-    assert_eq!(n.remote, "192.0.2.1:4000".parse().unwrap());
+    assert_eq!(
+        n.remote,
+        "192.0.2.1:4000".parse::<std::net::SocketAddr>().unwrap()
+    );
     let opus = parse(
         "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
          m=audio 4000 RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n",
@@ -276,7 +284,12 @@ fn our_offer_is_answerable_by_ourselves() {
         (n.codec, n.payload_type, n.dtmf_payload_type),
         (Codec::G722, 9, Some(101))
     );
-    assert_eq!(n.remote, "203.0.113.50:20000".parse().unwrap());
+    assert_eq!(
+        n.remote,
+        "203.0.113.50:20000"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+    );
 }
 
 proptest! {

@@ -670,7 +670,10 @@ fn responses_go_where_rfc_3581_and_18_2_2_say() {
         Output::Send { to, .. } => to.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(to.addr, "203.0.113.5:5060".parse().unwrap());
+    assert_eq!(
+        to.addr,
+        "203.0.113.5:5060".parse::<std::net::SocketAddr>().unwrap()
+    );
 }
 
 #[test]

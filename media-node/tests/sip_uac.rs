@@ -290,7 +290,13 @@ fn invite_ringing_answer_and_ack() {
         }]
     );
     assert_eq!(ack.method, Method::Ack);
-    assert_eq!(to, "198.51.100.50:5060".parse().unwrap(), "first route");
+    assert_eq!(
+        to,
+        "198.51.100.50:5060"
+            .parse::<std::net::SocketAddr>()
+            .unwrap(),
+        "first route"
+    );
     assert_eq!(
         ack.uri.to_string(),
         "sip:bob@198.51.100.7:5090",
@@ -322,7 +328,7 @@ fn retransmitted_2xx_gets_the_same_ack_even_after_the_transaction() {
     assert_eq!(first.len(), 1);
     assert_eq!(
         first[0].0,
-        "198.51.100.7:5090".parse().unwrap(),
+        "198.51.100.7:5090".parse::<std::net::SocketAddr>().unwrap(),
         "the Contact"
     );
     h.run_until(MS(500));
@@ -749,7 +755,10 @@ fn bye_from_us() {
         })
         .unwrap();
     assert_eq!(bye.method, Method::Bye);
-    assert_eq!(to, "198.51.100.7:5090".parse().unwrap());
+    assert_eq!(
+        to,
+        "198.51.100.7:5090".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(bye.headers.cseq.seq, 2, "after the INVITE's 1");
     assert_eq!(bye.headers.from, invite.headers.from);
     assert_eq!(bye.headers.to.tag(), Some("bob1"));

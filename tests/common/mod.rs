@@ -103,12 +103,36 @@ pub fn start_dev_with(data: &str, extra: &[&str]) -> Dev {
     panic!("vaani dev did not print a ready line");
 }
 
-/// A minimal HTTP/1.1 POST over a plain socket (loopback only).
-pub fn post(addr: &str, path: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
+/// An HTTP response as [`request`] reads it.
+pub struct Response {
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 request over a plain socket (loopback only; `Connection: close`, no
+/// chunked bodies).
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Response {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -117,18 +141,62 @@ pub fn post(addr: &str, path: &str, headers: &[(String, String)], body: &str) ->
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
+    // Read the head, then the body by Content-Length (some servers, Chromium's DevTools
+    // endpoint among them, keep the connection open after the body), else to EOF.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break raw.len();
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw.get(head_end + 4..).unwrap_or_default().to_vec();
+    match headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        Some(len) => {
+            while body.len() < len {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut body).unwrap();
+        }
+    }
+    let body = String::from_utf8_lossy(&body).to_string();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A minimal HTTP/1.1 POST over a plain socket (loopback only).
+pub fn post(addr: &str, path: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
+    let r = request(addr, "POST", path, headers, body);
+    (r.status, r.body)
 }
 
 /// POST a form body to `vaani dev`, signed as `provider` would sign it (`vaani webhook sign`).

@@ -644,10 +644,10 @@ mod tests {
             _ => panic!("{s}"),
         };
         let (hop, route) = route_target(&t("sip:bob@192.0.2.7"), None).unwrap();
-        assert_eq!(hop, "192.0.2.7:5060".parse().unwrap());
+        assert_eq!(hop, "192.0.2.7:5060".parse::<SocketAddr>().unwrap());
         assert!(route.is_empty());
         let (hop, _) = route_target(&t("sip:bob@[2001:db8::1]:5080"), None).unwrap();
-        assert_eq!(hop, "[2001:db8::1]:5080".parse().unwrap());
+        assert_eq!(hop, "[2001:db8::1]:5080".parse::<SocketAddr>().unwrap());
         assert_eq!(
             route_target(&t("sip:bob@trunk.example.com"), None),
             Err(DialError::NeedsDns)

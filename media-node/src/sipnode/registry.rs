@@ -3,6 +3,10 @@
 //! `GET /debug/sip/calls` by `vaani dev` (see [`router`]). It holds no phone numbers (From/To
 //! are not recorded) and no tokens.
 //!
+//! The registry is generic over its record ([`Record`]): WebRTC calls keep their own kind of
+//! record in a registry of their own (`crate::webrtc::WebRtcCallRecord`, served at
+//! `GET /debug/webrtc/calls` through [`routes`]).
+//!
 //! Why an endpoint rather than log lines for tests: a test reads one JSON document instead of
 //! scraping a child process's stderr, and the same records feed `/metrics` later.
 
@@ -51,28 +55,67 @@ pub struct CallRecord {
     pub ended_at: Option<String>,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    live: Vec<CallRecord>,
-    ended: VecDeque<CallRecord>,
+/// What a registry keeps per call: a handle to find it by, and how it is marked ended.
+pub trait Record: Clone + Serialize + Send + 'static {
+    /// The node's handle for the call.
+    fn id(&self) -> u64;
+    /// Marks the record ended, `at` (RFC 3339), for `reason`.
+    fn mark_ended(&mut self, reason: &str, at: String);
+}
+
+impl Record for CallRecord {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn mark_ended(&mut self, reason: &str, at: String) {
+        self.state = "ended".into();
+        self.end_reason = Some(reason.to_string());
+        self.ended_at = Some(at);
+    }
+}
+
+#[derive(Debug)]
+struct Inner<R> {
+    live: Vec<R>,
+    ended: VecDeque<R>,
 }
 
 /// Shared between the SIP task, the call tasks and the HTTP endpoint. Each access holds the
 /// lock for a few field writes only.
-#[derive(Debug, Clone, Default)]
-pub struct CallRegistry {
-    inner: Arc<Mutex<Inner>>,
+#[derive(Debug)]
+pub struct CallRegistry<R = CallRecord> {
+    inner: Arc<Mutex<Inner<R>>>,
+}
+
+impl<R> Clone for CallRegistry<R> {
+    fn clone(&self) -> Self {
+        CallRegistry {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<R> Default for CallRegistry<R> {
+    fn default() -> Self {
+        CallRegistry {
+            inner: Arc::new(Mutex::new(Inner {
+                live: Vec::new(),
+                ended: VecDeque::new(),
+            })),
+        }
+    }
 }
 
 /// The JSON document.
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    pub live: Vec<CallRecord>,
-    pub ended: Vec<CallRecord>,
+pub struct Snapshot<R = CallRecord> {
+    pub live: Vec<R>,
+    pub ended: Vec<R>,
 }
 
-impl CallRegistry {
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+impl<R: Record> CallRegistry<R> {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner<R>) -> T) -> T {
         let mut g = match self.inner.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -80,19 +123,19 @@ impl CallRegistry {
         f(&mut g)
     }
 
-    pub fn add(&self, record: CallRecord) {
+    pub fn add(&self, record: R) {
         self.with(|i| i.live.push(record));
     }
 
     /// Changes a call's record (live, or recently ended: a call's media task publishes its
     /// last counters after the SIP side has ended it).
-    pub fn update(&self, id: u64, f: impl FnOnce(&mut CallRecord)) {
+    pub fn update(&self, id: u64, f: impl FnOnce(&mut R)) {
         self.with(|i| {
             if let Some(r) = i
                 .live
                 .iter_mut()
                 .chain(i.ended.iter_mut().rev())
-                .find(|r| r.id == id)
+                .find(|r| r.id() == id)
             {
                 f(r);
             }
@@ -103,11 +146,9 @@ impl CallRegistry {
     pub fn end(&self, id: u64, reason: &str) {
         let now = chrono::Utc::now().to_rfc3339();
         self.with(|i| {
-            if let Some(pos) = i.live.iter().position(|r| r.id == id) {
+            if let Some(pos) = i.live.iter().position(|r| r.id() == id) {
                 let mut r = i.live.remove(pos);
-                r.state = "ended".into();
-                r.end_reason = Some(reason.to_string());
-                r.ended_at = Some(now);
+                r.mark_ended(reason, now);
                 if i.ended.len() >= KEEP_ENDED {
                     i.ended.pop_front();
                 }
@@ -116,7 +157,12 @@ impl CallRegistry {
         });
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    /// Whether a call with this handle is live.
+    pub fn is_live(&self, id: u64) -> bool {
+        self.with(|i| i.live.iter().any(|r| r.id() == id))
+    }
+
+    pub fn snapshot(&self) -> Snapshot<R> {
         self.with(|i| Snapshot {
             live: i.live.clone(),
             ended: i.ended.iter().cloned().collect(),
@@ -126,11 +172,16 @@ impl CallRegistry {
 
 /// `GET /debug/sip/calls`: the registry as JSON.
 pub fn router(registry: CallRegistry) -> axum::Router {
+    routes("/debug/sip/calls", registry)
+}
+
+/// `GET {path}`: a registry as JSON.
+pub fn routes<R: Record + Sync>(path: &str, registry: CallRegistry<R>) -> axum::Router {
     axum::Router::new()
         .route(
-            "/debug/sip/calls",
+            path,
             axum::routing::get(
-                |axum::extract::State(r): axum::extract::State<CallRegistry>| async move {
+                |axum::extract::State(r): axum::extract::State<CallRegistry<R>>| async move {
                     axum::Json(r.snapshot())
                 },
             ),
