@@ -10,7 +10,8 @@
 //! - [`sip`]: SIP messages, transactions and dialogs;
 //! - [`server`]: the driver that owns the media-stream WebSockets, and the echo app;
 //! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
-//! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
+//! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`;
+//! - [`udp`]: batched UDP I/O (`recvmmsg`/`sendmmsg`) for the RTP engine and the load generator.
 
 pub mod codec;
 pub mod metrics;
@@ -19,3 +20,4 @@ pub mod server;
 pub mod sip;
 pub mod sipnode;
 pub mod streams;
+pub mod udp;
