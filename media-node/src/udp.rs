@@ -128,6 +128,11 @@ impl BatchSocket {
         })
     }
 
+    /// The socket back (its buffer sizes and non-blocking mode stay).
+    pub fn into_inner(self) -> UdpSocket {
+        self.socket
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }
