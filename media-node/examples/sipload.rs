@@ -501,13 +501,18 @@ fn main() -> Res<()> {
     // Setup: INVITEs at `rate` per second while streaming for the calls already up.
     let mut next_invite = 0usize;
     let setup_deadline = base + Duration::from_secs_f64(n as f64 / rate) + Duration::from_secs(10);
-    load.run_until(base, &mut slot, setup_deadline, |l, now| {
-        let due = ((now - base).as_secs_f64() * rate) as usize + 1;
-        while next_invite < n.min(due) {
-            l.invite(next_invite);
-            next_invite += 1;
-        }
-    });
+    while Instant::now() < setup_deadline
+        && (next_invite < n || load.calls.iter().any(|c| c.setup.is_none()))
+    {
+        let until = (Instant::now() + Duration::from_millis(50)).min(setup_deadline);
+        load.run_until(base, &mut slot, until, |l, now| {
+            let due = ((now - base).as_secs_f64() * rate) as usize + 1;
+            while next_invite < n.min(due) {
+                l.invite(next_invite);
+                next_invite += 1;
+            }
+        });
+    }
     let set_up = load.calls.iter().filter(|c| c.node_rtp.is_some()).count();
     let mut setups: Vec<Duration> = load
         .calls
@@ -639,11 +644,13 @@ fn main() -> Res<()> {
         .collect();
     let t = Instant::now();
     let mut next_bye = 0usize;
-    load.run_until(
-        base,
-        &mut slot,
-        t + Duration::from_secs_f64(live.len() as f64 / 1000.0) + Duration::from_secs(5),
-        |l, now| {
+    let bye_deadline =
+        t + Duration::from_secs_f64(live.len() as f64 / 1000.0) + Duration::from_secs(5);
+    while Instant::now() < bye_deadline
+        && (next_bye < live.len() || live.iter().any(|&i| !load.calls[i].bye_answered))
+    {
+        let until = (Instant::now() + Duration::from_millis(50)).min(bye_deadline);
+        load.run_until(base, &mut slot, until, |l, now| {
             let due = ((now - t).as_secs_f64() * 1000.0) as usize + 1;
             while next_bye < live.len().min(due) {
                 let i = live[next_bye];
@@ -654,8 +661,8 @@ fn main() -> Res<()> {
                 l.wheel[i % 20].retain(|&k| k != i);
                 next_bye += 1;
             }
-        },
-    );
+        });
+    }
     let answered = live.iter().filter(|&&i| load.calls[i].bye_answered).count();
     println!("BYEs answered          {answered}/{}", live.len());
     Ok(())

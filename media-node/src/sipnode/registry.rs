@@ -6,7 +6,7 @@
 //! Why an endpoint rather than log lines for tests: a test reads one JSON document instead of
 //! scraping a child process's stderr, and the same records feed `/metrics` later.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -44,7 +44,9 @@ pub struct CallRecord {
 
 #[derive(Debug, Default)]
 struct Inner {
-    live: Vec<CallRecord>,
+    /// By id: call handles grow, so this is also the order calls came in. A map, because the
+    /// media engine updates thousands of live calls' counters every second.
+    live: BTreeMap<u64, CallRecord>,
     ended: VecDeque<CallRecord>,
 }
 
@@ -72,19 +74,18 @@ impl CallRegistry {
     }
 
     pub fn add(&self, record: CallRecord) {
-        self.with(|i| i.live.push(record));
+        self.with(|i| {
+            i.live.insert(record.id, record);
+        });
     }
 
     /// Changes a call's record (live, or recently ended: a call's media task publishes its
     /// last counters after the SIP side has ended it).
     pub fn update(&self, id: u64, f: impl FnOnce(&mut CallRecord)) {
         self.with(|i| {
-            if let Some(r) = i
-                .live
-                .iter_mut()
-                .chain(i.ended.iter_mut().rev())
-                .find(|r| r.id == id)
-            {
+            if let Some(r) = i.live.get_mut(&id) {
+                f(r);
+            } else if let Some(r) = i.ended.iter_mut().rev().find(|r| r.id == id) {
                 f(r);
             }
         });
@@ -94,8 +95,7 @@ impl CallRegistry {
     pub fn end(&self, id: u64, reason: &str) {
         let now = chrono::Utc::now().to_rfc3339();
         self.with(|i| {
-            if let Some(pos) = i.live.iter().position(|r| r.id == id) {
-                let mut r = i.live.remove(pos);
+            if let Some(mut r) = i.live.remove(&id) {
                 r.state = "ended".into();
                 r.end_reason = Some(reason.to_string());
                 r.ended_at = Some(now);
@@ -109,7 +109,7 @@ impl CallRegistry {
 
     pub fn snapshot(&self) -> Snapshot {
         self.with(|i| Snapshot {
-            live: i.live.clone(),
+            live: i.live.values().cloned().collect(),
             ended: i.ended.iter().cloned().collect(),
         })
     }
