@@ -511,9 +511,14 @@ impl WorkerCore {
                     direction,
                     codec,
                 }) => {
+                    let (latched, sdp) = (slot.session.latched(), slot.session.config().remote);
                     renegotiate(slot, now, remote, direction, codec, &self.shared);
+                    // A codec change makes a new session, not latched yet: while the SDP's
+                    // address is the same, the peer's media still comes from where it did.
+                    let sdp_now = slot.session.config().remote;
+                    let kept = latched.filter(|_| sdp_now == sdp);
                     self.demux
-                        .set_address(key, slot.session.latched().or(slot.session.config().remote));
+                        .set_address(key, slot.session.latched().or(kept).or(sdp_now));
                 }
                 Ok(MediaCmd::Dtmf(digit)) => {
                     self.shared.registry.update(id, |r| r.digits.push(digit));
@@ -851,6 +856,38 @@ mod tests {
         let (c3, _tx3, _) = new_call(3, "127.0.0.1:13".parse().unwrap(), |_| {});
         core.add(t0, c3);
         assert_eq!(core.slots.len(), 2);
+    }
+
+    #[test]
+    fn a_latched_nat_source_survives_a_codec_change() {
+        let (sh, _sip) = shared();
+        let mut core = WorkerCore::new(sh);
+        let (mut rtp, mut rtcp) = sockets();
+        let t0 = Instant::now();
+        let sdp: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let nat: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let (c, tx, _) = new_call(1, sdp, |_| {});
+        core.add(t0, c);
+        // The only call waiting, and a stranger's address: latched (a NAT).
+        core.on_rtp(t0, &tone_packet(0, 0x55), nat);
+        full_tick(&mut core, t0, &mut rtp, &mut rtcp);
+        assert_eq!(core.demux.get(0), Some((Some(nat), Some(0x55))));
+        // A re-INVITE moves to PCMA (payload type 8), same SDP address.
+        tx.try_send(MediaCmd::Update {
+            remote: Some(sdp),
+            direction: Direction::SendRecv,
+            codec: Some((AudioFormat::PCMA, 8, Some(101))),
+        })
+        .unwrap();
+        full_tick(&mut core, t0 + TICK, &mut rtp, &mut rtcp);
+        assert_eq!(core.demux.get(0).unwrap().0, Some(nat));
+        let mut pcma = tone_packet(1, 0x55);
+        pcma[1] = 8;
+        core.on_rtp(t0 + TICK, &pcma, nat);
+        assert_eq!(core.unrouted, 0);
+        let slot = core.slots[0].as_ref().unwrap();
+        assert_eq!(slot.session.latched(), Some(nat));
+        assert_eq!(slot.session.counters().audio_received, 1);
     }
 
     #[test]
