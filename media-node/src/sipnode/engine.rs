@@ -619,6 +619,20 @@ impl WorkerCore {
         };
         let mut slot = slot;
         publish(&mut slot, &self.shared);
+        let remote = slot.session.remote_report();
+        let c = slot.session.counters();
+        tracing::debug!(
+            call = slot.call.as_u64(),
+            received = c.received,
+            sent = c.sent,
+            rtcp_sent = c.rtcp_sent,
+            rtcp_received = c.rtcp_received,
+            peer_fraction_lost = remote.fraction_lost,
+            peer_jitter = remote.jitter,
+            rtt_ms = remote.round_trip.map(|d| d.as_secs_f64() * 1e3),
+            speech_frames = slot.vad.speech_frames(),
+            "call media ended"
+        );
         self.shared
             .metrics
             .rtp_jitter(slot.session.jitter().stats().jitter_duration());
