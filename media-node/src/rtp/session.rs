@@ -757,7 +757,13 @@ impl RtpSession {
 
     /// The next 20 ms of the peer's audio at 16 kHz (silence where packets were lost).
     pub fn poll_audio(&mut self) -> Option<PcmFrame> {
-        self.audio.pop_front()
+        let frame = self.audio.pop_front();
+        if self.audio.is_empty() {
+            // Back to the ring's first slot: a queue that is usually near empty then keeps
+            // reusing the same (cached) memory instead of walking through all of it.
+            self.audio.clear();
+        }
+        frame
     }
 
     /// Queues a 20 ms frame to send; `false` (and dropped) when the queue is full or we may
@@ -808,6 +814,10 @@ impl RtpSession {
         let sends = self.config.direction.sends();
         // Every tick consumes the frame of its 20 ms, sent or not, so latency stays put.
         let frame = self.send_queue.pop_front();
+        if self.send_queue.is_empty() {
+            // As in `poll_audio`: reuse the ring's first slot.
+            self.send_queue.clear();
+        }
         if !sends {
             self.marker = true;
             return None;
