@@ -245,7 +245,7 @@ impl SipCall for CallerCall {
             Phase::Done => {}
             Phase::Speaking(frames) => {
                 if let Some(f) = frames.pop_front() {
-                    actions.push(AppAction::Play(Box::new(f)));
+                    actions.push(AppAction::Play(f));
                 }
                 if frames.is_empty() {
                     // The last frame is queued; it plays within a tick.
@@ -456,6 +456,8 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
         registry: registry.clone(),
         metrics: Metrics::new(),
         outbound_proxy: None,
+        // One call: a socket of its own is all it needs.
+        media: vaani_media::sipnode::MediaMode::PerCallSocket,
     })
     .await
     .context("starting the caller's SIP node")?;

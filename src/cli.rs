@@ -85,9 +85,18 @@ pub struct DevArgs {
     /// SIP address (UDP) the media node answers calls on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:5060", value_name = "ADDR")]
     pub sip: SocketAddr,
-    /// UDP port range for RTP, one even port per call.
+    /// UDP port range for RTP: the media engine takes an even port (RTP) and the odd one after
+    /// it (RTCP) per worker; `--rtp-engine per-call` takes one even port per call.
     #[arg(long, default_value = "20000-20999", value_name = "LOW-HIGH")]
     pub rtp_ports: vaani_media::sipnode::ports::PortRange,
+    /// How RTP runs: `batched` (worker threads, one shared socket each, recvmmsg/sendmmsg),
+    /// `per-packet` (the same workers, one system call per datagram), or `per-call` (a socket
+    /// and task per call, the older design).
+    #[arg(long, value_enum, default_value_t = RtpEngine::Batched)]
+    pub rtp_engine: RtpEngine,
+    /// Media worker threads for the RTP engine; 0: one per core.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub media_workers: usize,
     /// Address advertised in SDP for media (the public IP behind NAT). Default: the SIP
     /// address's IP.
     #[arg(long, value_name = "IP")]
@@ -188,6 +197,14 @@ pub struct DialArgs {
     pub wait: bool,
     #[command(flatten)]
     pub data: DataArg,
+}
+
+/// How the node runs RTP (`--rtp-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RtpEngine {
+    Batched,
+    PerPacket,
+    PerCall,
 }
 
 /// The app a `vaani dev` node answers calls with.

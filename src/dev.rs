@@ -23,7 +23,7 @@ use vaani_store::{MediaNode, ProviderCredentials, Stores, Tenant};
 use vaani_telephony::WebhookRequest;
 use vaani_webhooks::Deps;
 
-use crate::cli::{AppKind, DevArgs};
+use crate::cli::{AppKind, DevArgs, RtpEngine};
 
 pub const DEFAULT_FALLBACK: &str =
     "Sorry, all our agents are busy right now. Please call again in a few minutes.";
@@ -413,6 +413,23 @@ async fn start_sip(
         registry,
         metrics,
         outbound_proxy: args.sip_outbound_proxy,
+        media: {
+            use vaani_media::sipnode::engine::EngineConfig;
+            use vaani_media::sipnode::MediaMode;
+            use vaani_media::udp::IoMode;
+            let engine = |io| {
+                MediaMode::Engine(EngineConfig {
+                    workers: args.media_workers,
+                    io,
+                    ..EngineConfig::default()
+                })
+            };
+            match args.rtp_engine {
+                RtpEngine::Batched => engine(IoMode::Batched),
+                RtpEngine::PerPacket => engine(IoMode::PerPacket),
+                RtpEngine::PerCall => MediaMode::PerCallSocket,
+            }
+        },
     };
     SipNode::start(config).await.with_context(|| {
         format!(

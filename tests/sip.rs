@@ -473,6 +473,11 @@ fn rust_uac_tone_and_dtmf_are_echoed() {
         "1"
     );
     assert_eq!(m("vaani_active_calls{transport=\"sip\"}"), "0");
+    // The call's media winds down on its worker's next tick, just after the SIP side ended it.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while m("vaani_rtp_jitter_seconds_count") != "1" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let received: u64 = m("vaani_rtp_packets_received_total").parse().unwrap();
     assert!(received >= 50, "{received} RTP packets counted");
     assert_eq!(m("vaani_rtp_jitter_seconds_count"), "1");

@@ -12,7 +12,8 @@
 //! - [`services`]: the embedded offline speech engines (VAD, espeak-ng TTS, pocketsphinx STT);
 //! - [`sipnode`]: the driver that owns the SIP and RTP sockets: SIP calls end to end;
 //! - [`webrtc`]: browser calls: WHIP-style signalling, Opus, the `webrtc` crate's ICE/DTLS/SRTP;
-//! - [`metrics`]: the counters the drivers share, `/metrics` and `/node/healthz`.
+//! - [`metrics`]: the counters the drivers share, `/metrics` and `/node/healthz`;
+//! - [`udp`]: batched UDP I/O (`recvmmsg`/`sendmmsg`) for the RTP engine and the load generator.
 
 pub mod agent;
 pub mod codec;
@@ -24,4 +25,5 @@ pub mod services;
 pub mod sip;
 pub mod sipnode;
 pub mod streams;
+pub mod udp;
 pub mod webrtc;

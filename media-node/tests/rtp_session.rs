@@ -423,3 +423,74 @@ proptest! {
         while s.poll_transmit(t0 + Duration::from_secs(1), &mut buf).is_some() {}
     }
 }
+
+/// Two sessions exchange RTP for 12 s of virtual time while polling RTCP on every tick: each
+/// sends an SR every 2.5–7.5 s with a report block about the other, reports go to the RTP
+/// port + 1 (no rtcp-mux) or back to where the peer's RTCP came from, and once an RR echoes
+/// our SR the round trip is known.
+#[test]
+fn rtcp_reports_both_ways() {
+    let t0 = Instant::now();
+    let a_addr: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    let b_addr: SocketAddr = "192.0.2.2:5000".parse().unwrap();
+    let mut ca = config();
+    ca.remote = Some(b_addr);
+    let mut cb = SessionConfig::g711(AudioFormat::PCMU, 0, 0xBBBB, 1, 2);
+    cb.remote = Some(a_addr);
+    let mut a = RtpSession::new(t0, ca).unwrap();
+    let mut b = RtpSession::new(t0, cb).unwrap();
+    let wall = Duration::from_secs(1_700_000_000);
+    let mut sr_seen = 0;
+    let mut now = t0;
+    let step = |me: &mut RtpSession, other: &mut RtpSession, my_addr: SocketAddr, now: Instant| {
+        let mut buf = [0u8; 1500];
+        let mut srs = 0;
+        me.handle_timeout(now);
+        while me.poll_audio().is_some() {}
+        while let Some(t) = me.poll_transmit(now, &mut buf) {
+            other.receive(now + MS(5), &buf[..t.len], my_addr);
+        }
+        if let Some(t) = me.poll_rtcp(now, wall + (now - t0), &mut buf) {
+            // Port + 1 until the peer's RTCP told us where it comes from.
+            assert_eq!(t.to.port() % 2, 1, "{:?}", t.to);
+            let packets = vaani_media::rtp::rtcp::parse_compound(&buf[..t.len]).unwrap();
+            assert!(matches!(
+                packets[0],
+                vaani_media::rtp::RtcpPacket::SenderReport(_)
+            ));
+            assert!(matches!(
+                &packets[1],
+                vaani_media::rtp::RtcpPacket::SourceDescription(c) if c[0].get_cname().is_some()
+            ));
+            srs += 1;
+            let mut from = my_addr;
+            from.set_port(from.port() + 1);
+            other.receive_rtcp(now + MS(5), &buf[..t.len], from);
+        }
+        srs
+    };
+    while now < t0 + Duration::from_secs(12) {
+        sr_seen += step(&mut a, &mut b, a_addr, now);
+        sr_seen += step(&mut b, &mut a, b_addr, now);
+        now += MS(20);
+    }
+    assert!(sr_seen >= 3, "{sr_seen}");
+    for s in [&a, &b] {
+        let r = s.remote_report();
+        assert!(r.sender_reports >= 1, "{r:?}");
+        assert_eq!(r.cumulative_lost, 0);
+        assert!(r.peer_packets_sent > 100);
+        assert!(s.counters().rtcp_sent >= 1);
+    }
+    // Somebody's SR was echoed by the other's later report: the round trip is the two 5 ms
+    // hops (the DLSR takes out the time it sat at the peer), to the 1/65536 s of DLSR.
+    let rtt = a
+        .remote_report()
+        .round_trip
+        .or(b.remote_report().round_trip)
+        .expect("a round trip");
+    assert!(rtt >= MS(9) && rtt <= MS(11), "{rtt:?}");
+    // Garbage on the RTCP port is counted, not believed.
+    a.receive_rtcp(now, &[0x80, 200, 0, 50], b_addr);
+    assert_eq!(a.counters().rtcp_malformed, 1);
+}

@@ -9,12 +9,14 @@
 //! - [`resample`]: the polyphase resampler between 8/16/24/48 kHz;
 //! - [`FrameDecoder`] / [`FrameEncoder`]: wire payload ⇄ internal 16 kHz PCM (decode + resample),
 //!   allocation-free per frame after construction;
-//! - [`Reframer`]: re-cuts arbitrary chunk sizes into exact 20 ms frames.
+//! - [`Reframer`]: re-cuts arbitrary chunk sizes into exact 20 ms frames;
+//! - [`vad`]: a per-frame energy voice-activity detector.
 //!
 //! All pure: no I/O, no clock.
 
 pub mod g711;
 pub mod resample;
+pub mod vad;
 
 pub use resample::{ResampleError, Resampler};
 

@@ -42,7 +42,7 @@ fn sip_action(out: Option<Outgoing>, actions: &mut Vec<AppAction>) -> bool {
             let mut frame = PcmFrame::silence();
             let n = pcm.len().min(FRAME_SAMPLES);
             frame.samples[..n].copy_from_slice(&pcm[..n]);
-            actions.push(AppAction::Play(Box::new(frame)));
+            actions.push(AppAction::Play(frame));
             true
         }
         Some(Outgoing::Clear) => {

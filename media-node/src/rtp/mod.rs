@@ -2,6 +2,7 @@
 //!
 //! - [`packet`]: RTP packet parse/serialize (RFC 3550 §5), RTP/RTCP demultiplexing;
 //! - [`jitter`]: the inbound jitter buffer (reordering, duplicates, loss, SSRC change, wraps);
+//! - [`demux`]: which call a datagram on a shared RTP socket belongs to (address, then SSRC);
 //! - [`dtmf`]: RFC 4733 telephone-events, receive and send;
 //! - [`rtcp`]: SR, RR, SDES, BYE and compound packets (RFC 3550 §6);
 //! - [`stats`]: per-source reception statistics (RFC 3550 A.1, A.3, A.8);
@@ -16,6 +17,7 @@
 //! [`DtmfReceiver::push`] or [`JitterBuffer::push`]; then, on the 20 ms tick,
 //! [`JitterBuffer::pop`] → [`crate::codec::FrameDecoder::decode`] (or concealment on `Missing`).
 
+pub mod demux;
 pub mod dtmf;
 pub mod jitter;
 pub mod packet;

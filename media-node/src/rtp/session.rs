@@ -10,8 +10,16 @@
 //! - **Inbound**: RTP is parsed ([`RtpPacket::parse`]); the negotiated audio payload type goes
 //!   through the [`JitterBuffer`] and [`FrameDecoder`] and a [`Reframer`] into 20 ms
 //!   [`PcmFrame`]s (lost frames come out as silence), the `telephone-event` payload type
-//!   through the [`DtmfReceiver`] into [`MediaEvent::Dtmf`]. RTCP (multiplexed, RFC 5761) is
-//!   counted and otherwise ignored for now.
+//!   through the [`DtmfReceiver`] into [`MediaEvent::Dtmf`].
+//! - **RTCP** (RFC 3550 §6): [`RtpSession::poll_rtcp`] writes a compound report every
+//!   [`SessionConfig::rtcp_interval`] (randomized over 0.5–1.5 × it, §6.3.1): an SR while we
+//!   send, else an RR, with a report block about the peer's stream once it has sent, and an SDES
+//!   CNAME. It goes to the RTP destination when RTCP is multiplexed
+//!   ([`SessionConfig::rtcp_mux`], RFC 5761), else to where the peer's RTCP last came from, else
+//!   to the RTP destination's port + 1. Incoming SRs and RRs (multiplexed on the RTP port, or
+//!   through [`RtpSession::receive_rtcp`] from the RTCP port) feed [`RtpSession::remote_report`]:
+//!   what the peer says it lost, its jitter, and the round trip from its LSR/DLSR echo of our
+//!   SR. Reports allocate a few small buffers each (every few seconds, not per packet).
 //! - **Symmetric RTP** (RFC 4961, "latching"): we send to the address in the peer's SDP until
 //!   the first packet of a negotiated payload type arrives, then to that packet's source for
 //!   the rest of the call, whatever a NAT did to the SDP's address. After latching, packets
@@ -38,12 +46,17 @@ use std::time::{Duration, Instant};
 use super::dtmf::{DtmfError, DtmfReceiver, DtmfSender, EventPacket};
 use super::jitter::{JitterBuffer, JitterConfig, JitterConfigError, Playout};
 use super::packet::{is_rtcp, RtpHeader, RtpPacket, HEADER_LEN};
+use super::rtcp::{
+    self, ReceiverReport, ReportBlock, RtcpPacket, SdesChunk, SenderInfo, SenderReport,
+};
 use crate::codec::g711;
 use crate::codec::{AudioFormat, Encoding, FrameDecoder, FrameEncoder, PcmFrame, Reframer};
 use crate::sip::sdp::Direction;
 
 /// How long a key press is sent for by default (RFC 4733 senders typically use 100 ms or more).
 pub const DEFAULT_DTMF_DURATION: Duration = Duration::from_millis(120);
+/// RTCP report interval (RFC 3550 §6.2's recommended minimum).
+pub const DEFAULT_RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The session's settings.
 #[derive(Debug, Clone)]
@@ -69,6 +82,10 @@ pub struct SessionConfig {
     pub max_queue: usize,
     /// Most overdue ticks sent at once after a late wake-up.
     pub max_burst: u32,
+    /// RTCP rides on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Mean time between our RTCP reports; `None`: send none.
+    pub rtcp_interval: Option<Duration>,
 }
 
 impl SessionConfig {
@@ -95,6 +112,8 @@ impl SessionConfig {
             send_silence: true,
             max_queue: 50,
             max_burst: 3,
+            rtcp_mux: false,
+            rtcp_interval: Some(DEFAULT_RTCP_INTERVAL),
         }
     }
 }
@@ -154,6 +173,30 @@ pub struct SessionCounters {
     pub events_dropped: u64,
     /// Decoded frames dropped because nobody polled them.
     pub audio_dropped: u64,
+    /// Payload octets sent (RTP, for the SR).
+    pub octets_sent: u64,
+    /// RTCP compound packets sent.
+    pub rtcp_sent: u64,
+    /// RTCP datagrams that did not parse.
+    pub rtcp_malformed: u64,
+}
+
+/// What the peer's RTCP says about our stream and its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteReport {
+    /// Sender reports received.
+    pub sender_reports: u64,
+    /// Receiver reports received.
+    pub receiver_reports: u64,
+    /// From the last report block about our SSRC: fraction lost (1/256), cumulative lost,
+    /// interarrival jitter (timestamp units).
+    pub fraction_lost: u8,
+    pub cumulative_lost: i32,
+    pub jitter: u32,
+    /// Round trip from the last block that echoed one of our SRs (RFC 3550 §6.4.1).
+    pub round_trip: Option<Duration>,
+    /// Packets the peer said it had sent, in its last SR.
+    pub peer_packets_sent: u32,
 }
 
 /// One tick of the pacer.
@@ -205,6 +248,19 @@ impl Pacer {
     /// Timestamp units per tick.
     pub fn step(&self) -> u32 {
         self.step
+    }
+
+    /// The RTP timestamp of the next tick.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
+    /// The media clock at `now` (interpolated back from the next tick).
+    pub fn timestamp_at(&self, now: Instant) -> u32 {
+        let ahead = self.next_at.saturating_duration_since(now);
+        let units = ahead.as_nanos() * u128::from(self.step) / self.interval.as_nanos().max(1);
+        self.timestamp
+            .wrapping_sub(units.min(u128::from(u32::MAX)) as u32)
     }
 
     /// The next due tick, if one is due at `now`.
@@ -267,6 +323,55 @@ pub struct RtpSession {
     payload: Box<[u8]>,
     silence: Box<[u8]>,
     counters: SessionCounters,
+    rtcp: RtcpState,
+}
+
+/// Our side of RTCP.
+#[derive(Debug)]
+struct RtcpState {
+    next_at: Instant,
+    /// xorshift state for the interval's randomization.
+    rng: u32,
+    /// Packets sent at the previous report (an SR only when we sent since).
+    sent_at_last: u64,
+    /// The last SR we sent: its NTP middle bits, and when.
+    last_sr: Option<(u32, Instant)>,
+    /// Where the peer's RTCP came from (RTCP port), for symmetric RTCP.
+    source: Option<SocketAddr>,
+    cname: String,
+    buf: Vec<u8>,
+    remote: RemoteReport,
+}
+
+impl RtcpState {
+    fn new(now: Instant, ssrc: u32, interval: Option<Duration>) -> Self {
+        let mut state = RtcpState {
+            next_at: now,
+            rng: ssrc | 1,
+            sent_at_last: 0,
+            last_sr: None,
+            source: None,
+            cname: format!("vaani-{ssrc:08x}"),
+            buf: Vec::with_capacity(256),
+            remote: RemoteReport::default(),
+        };
+        if let Some(i) = interval {
+            state.next_at = now + state.spread(i);
+        }
+        state
+    }
+
+    /// `interval` × a factor drawn from [0.5, 1.5) (RFC 3550 §6.3.1).
+    fn spread(&mut self, interval: Duration) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 17;
+        self.rng ^= self.rng << 5;
+        let permille = 500 + u64::from(self.rng % 1000);
+        Duration::from_nanos(
+            u64::try_from(interval.as_nanos().saturating_mul(u128::from(permille)) / 1000)
+                .unwrap_or(u64::MAX),
+        )
+    }
 }
 
 /// Most events held for the driver before the oldest are dropped.
@@ -326,6 +431,7 @@ impl RtpSession {
             payload,
             silence,
             counters: SessionCounters::default(),
+            rtcp: RtcpState::new(now, config.ssrc, config.rtcp_interval),
             config,
         })
     }
@@ -388,7 +494,7 @@ impl RtpSession {
     /// One datagram from the call's socket.
     pub fn receive(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
         if is_rtcp(datagram) {
-            self.counters.rtcp_received += 1;
+            self.on_rtcp(now, datagram, from);
             return;
         }
         let Ok(packet) = RtpPacket::parse(datagram) else {
@@ -433,6 +539,134 @@ impl RtpSession {
             self.counters.audio_received += 1;
             self.jitter.push(now, &packet);
         }
+    }
+
+    /// One datagram from the RTCP port (RTCP not multiplexed): our reports then go back to
+    /// where it came from.
+    pub fn receive_rtcp(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
+        if self.on_rtcp(now, datagram, from) {
+            self.rtcp.source = Some(from);
+        }
+    }
+
+    /// What the peer's RTCP said.
+    pub fn remote_report(&self) -> RemoteReport {
+        self.rtcp.remote
+    }
+
+    /// Reads a compound RTCP datagram; `true` when it was acceptable.
+    fn on_rtcp(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) -> bool {
+        self.counters.rtcp_received += 1;
+        if let Some(l) = self.latched {
+            if l.ip() != from.ip() {
+                self.counters.foreign += 1;
+                return false;
+            }
+        }
+        let Ok(packets) = rtcp::parse_compound(datagram) else {
+            self.counters.rtcp_malformed += 1;
+            return false;
+        };
+        for p in &packets {
+            let blocks = match p {
+                RtcpPacket::SenderReport(sr) => {
+                    self.rtcp.remote.sender_reports += 1;
+                    self.rtcp.remote.peer_packets_sent = sr.info.packet_count;
+                    if self.jitter.stats().ssrc() == sr.ssrc {
+                        self.jitter
+                            .stats_mut()
+                            .on_sender_report(now, sr.info.ntp_timestamp);
+                    }
+                    &sr.reports
+                }
+                RtcpPacket::ReceiverReport(rr) => {
+                    self.rtcp.remote.receiver_reports += 1;
+                    &rr.reports
+                }
+                _ => continue,
+            };
+            for b in blocks.iter().filter(|b| b.ssrc == self.config.ssrc) {
+                let r = &mut self.rtcp.remote;
+                r.fraction_lost = b.fraction_lost;
+                r.cumulative_lost = b.cumulative_lost;
+                r.jitter = b.jitter;
+                if let Some((lsr, sent)) = self.rtcp.last_sr {
+                    if b.last_sr == lsr && lsr != 0 {
+                        let dlsr = Duration::from_nanos(
+                            u64::from(b.delay_since_last_sr) * 1_000_000_000 / 65_536,
+                        );
+                        r.round_trip =
+                            Some(now.saturating_duration_since(sent).saturating_sub(dlsr));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Where our RTCP goes (see the module docs).
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        if self.config.rtcp_mux {
+            return self.destination();
+        }
+        if let Some(s) = self.rtcp.source {
+            return Some(s);
+        }
+        let mut d = self.destination()?;
+        d.set_port(d.port().checked_add(1)?);
+        Some(d)
+    }
+
+    /// Writes our next RTCP report into `out` when one is due, and says where it goes.
+    /// `wallclock` is the time since the Unix epoch (for the SR's NTP timestamp). Call on each
+    /// tick; the report interval is kept here.
+    pub fn poll_rtcp(
+        &mut self,
+        now: Instant,
+        wallclock: Duration,
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        let interval = self.config.rtcp_interval?;
+        if now < self.rtcp.next_at {
+            return None;
+        }
+        let wait = self.rtcp.spread(interval);
+        self.rtcp.next_at = now + wait;
+        let to = self.rtcp_destination()?;
+        let block =
+            (self.jitter.stats().received() > 0).then(|| self.jitter.stats_mut().report_block(now));
+        let reports: Vec<ReportBlock> = block.into_iter().collect();
+        let sending = self.counters.sent > self.rtcp.sent_at_last;
+        self.rtcp.sent_at_last = self.counters.sent;
+        let first = if sending {
+            let ntp = rtcp::ntp_from_unix(wallclock);
+            self.rtcp.last_sr = Some((rtcp::ntp_middle(ntp), now));
+            RtcpPacket::SenderReport(SenderReport {
+                ssrc: self.config.ssrc,
+                info: SenderInfo {
+                    ntp_timestamp: ntp,
+                    rtp_timestamp: self.pacer.timestamp_at(now),
+                    packet_count: self.counters.sent as u32,
+                    octet_count: self.counters.octets_sent as u32,
+                },
+                reports,
+            })
+        } else {
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: self.config.ssrc,
+                reports,
+            })
+        };
+        let sdes = RtcpPacket::SourceDescription(vec![SdesChunk::cname(
+            self.config.ssrc,
+            &self.rtcp.cname,
+        )]);
+        self.rtcp.buf.clear();
+        rtcp::write_compound(&[first, sdes], &mut self.rtcp.buf).ok()?;
+        let len = self.rtcp.buf.len();
+        out.get_mut(..len)?.copy_from_slice(&self.rtcp.buf);
+        self.counters.rtcp_sent += 1;
+        Some(Transmit { to, len })
     }
 
     fn on_dtmf_notice(&mut self, n: super::dtmf::DtmfNotice) {
@@ -529,7 +763,13 @@ impl RtpSession {
 
     /// The next 20 ms of the peer's audio at 16 kHz (silence where packets were lost).
     pub fn poll_audio(&mut self) -> Option<PcmFrame> {
-        self.audio.pop_front()
+        let frame = self.audio.pop_front();
+        if self.audio.is_empty() {
+            // Back to the ring's first slot: a queue that is usually near empty then keeps
+            // reusing the same (cached) memory instead of walking through all of it.
+            self.audio.clear();
+        }
+        frame
     }
 
     /// Queues a 20 ms frame to send; `false` (and dropped) when the queue is full or we may
@@ -583,6 +823,10 @@ impl RtpSession {
         let sends = self.config.direction.sends();
         // Every tick consumes the frame of its 20 ms, sent or not, so latency stays put.
         let frame = self.send_queue.pop_front();
+        if self.send_queue.is_empty() {
+            // As in `poll_audio`: reuse the ring's first slot.
+            self.send_queue.clear();
+        }
         if !sends {
             self.marker = true;
             return None;
@@ -604,6 +848,7 @@ impl RtpSession {
             let pt = self.config.dtmf_payload_type.unwrap_or(101);
             let header = ev.header(self.config.ssrc, pt, self.sequence);
             let len = header.write(&ev.event.to_bytes(), out).ok()?;
+            self.counters.octets_sent += 4;
             self.sequence = self.sequence.wrapping_add(1);
             self.counters.sent += 1;
             self.counters.dtmf_packets_sent += 1;
@@ -636,6 +881,7 @@ impl RtpSession {
         self.sequence = self.sequence.wrapping_add(1);
         self.marker = false;
         self.counters.sent += 1;
+        self.counters.octets_sent += payload.len() as u64;
         Some(Transmit { to, len })
     }
 }

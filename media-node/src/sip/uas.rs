@@ -77,6 +77,12 @@ impl CallHandle {
     pub fn as_u64(self) -> u64 {
         self.0
     }
+
+    /// A handle for unit tests of the layers above the UAS.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: u64) -> Self {
+        CallHandle(id)
+    }
 }
 
 impl std::fmt::Display for CallHandle {

@@ -24,13 +24,21 @@ pub trait SipCall: Send {
     fn on_audio(&mut self, frame: &PcmFrame, actions: &mut Vec<AppAction>);
     /// A key press (RFC 4733 or SIP INFO).
     fn on_dtmf(&mut self, digit: char, actions: &mut Vec<AppAction>);
+    /// The caller started (`true`) or stopped speaking, by the media engine's energy VAD
+    /// ([`crate::codec::vad`]). Called before the frame that changed it.
+    fn on_speech(&mut self, speaking: bool, actions: &mut Vec<AppAction>) {
+        let _ = (speaking, actions);
+    }
 }
 
 /// What an app asks of the call driver.
+// The frame is carried inline (640 bytes): boxing it would allocate per frame on the media
+// hot path; the driver's action buffer is allocated once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppAction {
     /// Queue 20 ms of audio (16 kHz) to play.
-    Play(Box<PcmFrame>),
+    Play(PcmFrame),
     /// Drop queued audio (barge-in).
     Clear,
     /// Send a key press to the caller (RFC 4733).
@@ -53,7 +61,7 @@ struct Echo;
 
 impl SipCall for Echo {
     fn on_audio(&mut self, frame: &PcmFrame, actions: &mut Vec<AppAction>) {
-        actions.push(AppAction::Play(Box::new(frame.clone())));
+        actions.push(AppAction::Play(frame.clone()));
     }
 
     fn on_dtmf(&mut self, digit: char, actions: &mut Vec<AppAction>) {

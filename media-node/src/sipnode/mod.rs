@@ -6,9 +6,11 @@
 //! what the core asks, sleeps until the core's next deadline, and decides about new calls:
 //! capacity (`503` + `Retry-After` above `max_calls`), the call context and token
 //! ([`admission`], `403` when bad), the SDP offer (`488` when nothing in common, `400` when
-//! unreadable), an RTP port ([`ports`], `503` when none is free). An accepted call gets a
-//! media task ([`call`]) with its own socket; the SIP task tells it about re-INVITEs, INFO key
-//! presses and the end of the call, and it asks the SIP task to hang up on RTP timeout.
+//! unreadable), an RTP port (`503` when none is free). An accepted call's media runs on the
+//! media [`engine`] (worker threads sharing one socket each; or, with
+//! [`MediaMode::PerCallSocket`], a task and socket of its own, [`call`]), behind one interface
+//! ([`media`]): the SIP task tells it about re-INVITEs, INFO key presses and the end of the
+//! call, and it asks the SIP task to hang up on RTP timeout.
 //!
 //! Calls the node places ([`SipNode::dial`], [`outbound`]) go out of the same socket and,
 //! once answered, get their media exactly like answered incoming calls.
@@ -19,6 +21,8 @@
 pub mod admission;
 pub mod app;
 mod call;
+pub mod engine;
+mod media;
 pub mod outbound;
 pub mod ports;
 pub mod registry;
@@ -36,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::AudioFormat;
 use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport};
-use crate::rtp::session::{RtpSession, SessionConfig};
+use crate::rtp::session::SessionConfig;
 use crate::sip::sdp::{self, Codec, Direction, LocalMedia, SdpError, SessionDescription};
 use crate::sip::transaction::Timers;
 use crate::sip::uas::{CallHandle, EndReason, Uas, UasConfig, UasEvent, UasOutput};
@@ -44,8 +48,10 @@ use crate::sip::{Host, Request, SipUri};
 
 use admission::AdmissionPolicy;
 use app::{CallInfo, SipApp};
-use call::{CallTask, MediaCmd};
-use ports::{PortPool, PortRange};
+use call::MediaCmd;
+pub use media::MediaMode;
+use media::{Media, Reserved};
+use ports::PortRange;
 use registry::{CallRecord, CallRegistry};
 
 /// The `Server` / `User-Agent` value.
@@ -75,6 +81,8 @@ pub struct SipNodeConfig {
     /// Where calls the node places go when their target is not an IP address (an IP and
     /// port: the node does no DNS). `None`: targets must be IP literals.
     pub outbound_proxy: Option<SocketAddr>,
+    /// How RTP runs: the media engine (default) or a socket per call.
+    pub media: MediaMode,
 }
 
 /// Why the node did not start.
@@ -89,6 +97,8 @@ pub enum StartError {
     Wildcard(IpAddr),
     #[error("no codec the node can carry over RTP (PCMU/PCMA)")]
     NoCodec,
+    #[error("starting the media engine: {0}")]
+    Media(std::io::Error),
 }
 
 /// What call tasks ask of the SIP task.
@@ -178,10 +188,17 @@ impl SipNode {
         } else {
             host_ip
         };
+        let shared = engine::Shared {
+            sip: tx.clone(),
+            registry: config.registry.clone(),
+            metrics: config.metrics.clone(),
+        };
+        let media = Media::new(rtp_ip, config.rtp_ports, config.media, shared)
+            .map_err(StartError::Media)?;
         let driver = Driver {
             socket,
             uas,
-            pool: PortPool::new(rtp_ip, config.rtp_ports),
+            media,
             calls: HashMap::new(),
             commands: rx,
             self_tx: tx.clone(),
@@ -333,8 +350,8 @@ struct CallEntry {
     media: Option<mpsc::Sender<MediaCmd>>,
     /// What media runs with now.
     plan: Option<MediaPlan>,
-    /// The RTP socket and call facts until media starts.
-    waiting: Option<(std::net::UdpSocket, CallInfo)>,
+    /// The RTP port and call facts until media starts.
+    waiting: Option<(Reserved, CallInfo)>,
     port: u16,
     sdp_session_id: u64,
     sdp_version: u64,
@@ -348,7 +365,7 @@ struct CallEntry {
 struct Driver {
     socket: UdpSocket,
     uas: Uas,
-    pool: PortPool,
+    media: Media,
     calls: HashMap<CallHandle, CallEntry>,
     commands: mpsc::Receiver<SipCmd>,
     self_tx: mpsc::Sender<SipCmd>,
@@ -503,11 +520,11 @@ impl Driver {
                 }
             }
         };
-        let Some(socket) = self.pool.bind() else {
+        let Some(reserved) = self.media.reserve() else {
             tracing::warn!("INVITE refused: no free RTP port");
             return refuse(self, 503, &[("Retry-After", "5")]);
         };
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let port = reserved.port();
         let session_id = random_u64() >> 1;
         let local = self.local_media(port, session_id, 1);
         let (sdp_body, plan) = match &offer {
@@ -570,7 +587,7 @@ impl Driver {
                 plan: None,
                 call_id: info.call_id.clone(),
                 tenant: info.tenant.clone(),
-                waiting: Some((socket, info)),
+                waiting: Some((reserved, info)),
                 port,
                 sdp_session_id: session_id,
                 sdp_version: 1,
@@ -613,7 +630,7 @@ impl Driver {
         let Some(entry) = self.calls.get_mut(&call) else {
             return;
         };
-        let Some((std_socket, info)) = entry.waiting.take() else {
+        let Some((reserved, info)) = entry.waiting.take() else {
             return;
         };
         let ids = random_u64();
@@ -628,15 +645,12 @@ impl Driver {
         scfg.remote = Some(plan.remote);
         scfg.direction = plan.direction;
         scfg.inactivity_timeout = Some(self.config.rtp_timeout);
-        let started = RtpSession::new(now, scfg)
-            .map_err(|e| e.to_string())
-            .and_then(|session| {
-                UdpSocket::from_std(std_socket)
-                    .map(|socket| (session, socket))
-                    .map_err(|e| e.to_string())
-            });
-        let (session, socket) = match started {
-            Ok(s) => s,
+        let app = self.config.app.start(&info);
+        let media_tx = match self
+            .media
+            .start(now, call, reserved, scfg, app, &self.shared())
+        {
+            Ok(tx) => tx,
             Err(error) => {
                 tracing::warn!(call = %call, %error, "media setup failed");
                 self.hang_up(now, call, 500, "media setup failed", CallEndReason::Error);
@@ -648,21 +662,20 @@ impl Driver {
         self.config
             .registry
             .update(call.as_u64(), |r| r.codec = codec);
-        let (media_tx, media_rx) = mpsc::channel(32);
-        let task = CallTask {
-            call,
-            socket,
-            session,
-            app: self.config.app.start(&info),
-            commands: media_rx,
+        let Some(entry) = self.calls.get_mut(&call) else {
+            return;
+        };
+        entry.media = Some(media_tx);
+        entry.plan = Some(plan);
+    }
+
+    /// What a call's media shares with the SIP side.
+    fn shared(&self) -> engine::Shared {
+        engine::Shared {
             sip: self.self_tx.clone(),
             registry: self.config.registry.clone(),
             metrics: self.config.metrics.clone(),
-            published: Default::default(),
-        };
-        tokio::spawn(task.run());
-        entry.media = Some(media_tx);
-        entry.plan = Some(plan);
+        }
     }
 
     fn local_media(&self, port: u16, session_id: u64, version: u64) -> LocalMedia {

@@ -241,11 +241,11 @@ impl Driver {
             self.config.active.fetch_sub(1, Ordering::AcqRel);
             return Err(DialError::Full(self.config.max_calls));
         }
-        let Some(socket) = self.pool.bind() else {
+        let Some(reserved) = self.media.reserve() else {
             self.config.active.fetch_sub(1, Ordering::AcqRel);
             return Err(DialError::NoPort);
         };
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let port = reserved.port();
         let session_id = random_u64() >> 1;
         let offer = sdp::offer(&self.local_media(port, session_id, 1)).to_bytes();
         let mut from_uri = SipUri::new(self.uas.contact().host.clone());
@@ -318,7 +318,7 @@ impl Driver {
                 plan: None,
                 call_id: req.call_id.clone(),
                 tenant: req.tenant,
-                waiting: Some((socket, info)),
+                waiting: Some((reserved, info)),
                 port,
                 sdp_session_id: session_id,
                 sdp_version: 1,

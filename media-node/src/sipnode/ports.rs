@@ -5,10 +5,9 @@
 //! over the range, and a port another socket holds is simply skipped: binding is the
 //! allocation, so nothing needs returning when a call's socket closes.
 //!
-//! A socket per call is the simple design: DESIGN.md §5 measured ~2,250 calls per core this
-//! way against ~4,250 with batched `recvmmsg`/`sendmmsg` on one shared socket. The batched
-//! design (one socket per core, calls told apart by the peer's address and SSRC) is the next
-//! step when load demands it; the sans-IO `RtpSession` does not change with it.
+//! The media engine ([`super::engine`], the default) takes one pair per worker thread
+//! ([`PortPool::bind_pair`]) and shares it among the worker's calls; the per-call-socket mode
+//! (`--rtp-engine per-call`) takes one socket per call ([`PortPool::bind`]).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -99,6 +98,24 @@ impl PortPool {
                 if s.set_nonblocking(true).is_ok() {
                     self.cursor.store(index + 1, Ordering::Relaxed);
                     return Some(s);
+                }
+            }
+        }
+        None
+    }
+
+    /// A socket on a free even port and one on the odd port after it (RTP and RTCP, RFC 3550
+    /// §11), for the media engine's workers; `None` when no such pair is free.
+    pub fn bind_pair(&self) -> Option<(UdpSocket, UdpSocket)> {
+        for _ in 0..self.range.even_count() {
+            let rtp = self.bind()?;
+            let port = rtp.local_addr().ok()?.port();
+            let Some(next) = port.checked_add(1) else {
+                continue;
+            };
+            if let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(self.ip, next)) {
+                if rtcp.set_nonblocking(true).is_ok() {
+                    return Some((rtp, rtcp));
                 }
             }
         }

@@ -10,7 +10,7 @@
 //! Why an endpoint rather than log lines for tests: a test reads one JSON document instead of
 //! scraping a child process's stderr, and the same records feed `/metrics` later.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -77,7 +77,9 @@ impl Record for CallRecord {
 
 #[derive(Debug)]
 struct Inner<R> {
-    live: Vec<R>,
+    /// By id: call handles grow, so this is also the order calls came in. A map, because the
+    /// media engine updates thousands of live calls' counters every second.
+    live: BTreeMap<u64, R>,
     ended: VecDeque<R>,
 }
 
@@ -100,7 +102,7 @@ impl<R> Default for CallRegistry<R> {
     fn default() -> Self {
         CallRegistry {
             inner: Arc::new(Mutex::new(Inner {
-                live: Vec::new(),
+                live: BTreeMap::new(),
                 ended: VecDeque::new(),
             })),
         }
@@ -124,19 +126,18 @@ impl<R: Record> CallRegistry<R> {
     }
 
     pub fn add(&self, record: R) {
-        self.with(|i| i.live.push(record));
+        self.with(|i| {
+            i.live.insert(record.id(), record);
+        });
     }
 
     /// Changes a call's record (live, or recently ended: a call's media task publishes its
     /// last counters after the SIP side has ended it).
     pub fn update(&self, id: u64, f: impl FnOnce(&mut R)) {
         self.with(|i| {
-            if let Some(r) = i
-                .live
-                .iter_mut()
-                .chain(i.ended.iter_mut().rev())
-                .find(|r| r.id() == id)
-            {
+            if let Some(r) = i.live.get_mut(&id) {
+                f(r);
+            } else if let Some(r) = i.ended.iter_mut().rev().find(|r| r.id() == id) {
                 f(r);
             }
         });
@@ -146,8 +147,7 @@ impl<R: Record> CallRegistry<R> {
     pub fn end(&self, id: u64, reason: &str) {
         let now = chrono::Utc::now().to_rfc3339();
         self.with(|i| {
-            if let Some(pos) = i.live.iter().position(|r| r.id() == id) {
-                let mut r = i.live.remove(pos);
+            if let Some(mut r) = i.live.remove(&id) {
                 r.mark_ended(reason, now);
                 if i.ended.len() >= KEEP_ENDED {
                     i.ended.pop_front();
@@ -159,12 +159,12 @@ impl<R: Record> CallRegistry<R> {
 
     /// Whether a call with this handle is live.
     pub fn is_live(&self, id: u64) -> bool {
-        self.with(|i| i.live.iter().any(|r| r.id() == id))
+        self.with(|i| i.live.contains_key(&id))
     }
 
     pub fn snapshot(&self) -> Snapshot<R> {
         self.with(|i| Snapshot {
-            live: i.live.clone(),
+            live: i.live.values().cloned().collect(),
             ended: i.ended.iter().cloned().collect(),
         })
     }

@@ -448,7 +448,7 @@ impl Call {
                     if self.queue.len() >= MAX_QUEUED {
                         self.queue.pop_front();
                     }
-                    self.queue.push_back(*frame);
+                    self.queue.push_back(frame);
                 }
                 AppAction::Clear => self.queue.clear(),
                 AppAction::SendDtmf(digit) => {
