@@ -13,6 +13,7 @@
 //! - [`metrics`]: the counters both drivers share, `/metrics` and `/node/healthz`.
 
 pub mod agent;
+pub mod cloud;
 pub mod codec;
 pub mod metrics;
 pub mod pipeline;
