@@ -17,7 +17,10 @@ async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{filter},{}",
+            vaani_media::cloud::LOG_DIRECTIVES
+        )))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -48,6 +48,10 @@ pub use net::ApiKey;
 use crate::agent::{self, ResolvedAgent};
 use crate::pipeline::engines::{EngineError, Engines, LlmEngine, SttEngine, TtsEngine};
 
+/// Log filter directives to append to any `EnvFilter`: `tungstenite` logs whole handshake
+/// requests, headers and all (keys included), at TRACE level, so it is held at DEBUG.
+pub const LOG_DIRECTIVES: &str = "tungstenite=debug";
+
 /// The cloud engines an agent may use, built from configuration. An engine is `None`
 /// when the agent's chains do not name it or its key is missing.
 #[derive(Default)]
