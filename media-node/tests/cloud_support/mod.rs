@@ -265,3 +265,216 @@ pub fn ramp(n: usize, start: i16) -> Vec<i16> {
 pub fn le_bytes(samples: &[i16]) -> Vec<u8> {
     samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
+
+/// One scripted HTTP answer of an LLM mock.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// Before the status line goes out (a slow first byte).
+    pub delay: Duration,
+    pub body: Vec<(Duration, String)>,
+    pub end: End,
+}
+
+impl Reply {
+    pub fn stream(body: Vec<(Duration, String)>) -> Self {
+        Reply {
+            status: 200,
+            delay: Duration::ZERO,
+            body,
+            end: End::Clean,
+        }
+    }
+
+    pub fn error(status: u16, body: &str) -> Self {
+        Reply {
+            status,
+            delay: Duration::ZERO,
+            body: vec![(Duration::ZERO, body.to_string())],
+            end: End::Clean,
+        }
+    }
+}
+
+/// A request an LLM mock received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// An HTTP server answering POSTs to `path` with the scripted replies in order, and
+/// `/tools/...` endpoints for tool calls.
+pub struct LlmMock {
+    pub base: String,
+    pub requests: Arc<Mutex<Vec<Seen>>>,
+    pub replies: Arc<Mutex<std::collections::VecDeque<Reply>>>,
+    pub tool_calls: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl LlmMock {
+    pub fn push(&self, r: Reply) {
+        self.replies.lock().unwrap().push_back(r);
+    }
+
+    pub fn request(&self, i: usize) -> Seen {
+        self.requests.lock().unwrap()[i].clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+pub async fn llm_mock(path: &'static str) -> LlmMock {
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::{get, post};
+
+    #[derive(Clone)]
+    struct St {
+        requests: Arc<Mutex<Vec<Seen>>>,
+        replies: Arc<Mutex<std::collections::VecDeque<Reply>>>,
+        tool_calls: Arc<Mutex<Vec<(String, String)>>>,
+    }
+    async fn answer(
+        State(st): State<St>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> axum::response::Response {
+        let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        st.requests.lock().unwrap().push(Seen { headers, body });
+        let reply = st.replies.lock().unwrap().pop_front();
+        let Some(r) = reply else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "no reply scripted").into_response();
+        };
+        tokio::time::sleep(r.delay).await;
+        let status = StatusCode::from_u16(r.status).unwrap();
+        let ct = if r.status == 200 {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        (status, [("content-type", ct)], streamed(r.body, r.end)).into_response()
+    }
+    async fn balance(State(st): State<St>, body: Bytes) -> axum::response::Response {
+        st.tool_calls.lock().unwrap().push((
+            "balance".into(),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+        (
+            [("content-type", "application/json")],
+            r#"{"balance": 500, "currency": "INR"}"#,
+        )
+            .into_response()
+    }
+    async fn order(
+        State(st): State<St>,
+        Query(q): Query<std::collections::BTreeMap<String, String>>,
+    ) -> axum::response::Response {
+        st.tool_calls
+            .lock()
+            .unwrap()
+            .push(("order".into(), serde_json::to_string(&q).unwrap()));
+        "Order 7 ships tomorrow.".into_response()
+    }
+    async fn slow(State(st): State<St>) -> axum::response::Response {
+        st.tool_calls
+            .lock()
+            .unwrap()
+            .push(("slow".into(), String::new()));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        "late".into_response()
+    }
+    let st = St {
+        requests: Arc::new(Mutex::new(Vec::new())),
+        replies: Arc::new(Mutex::new(std::collections::VecDeque::new())),
+        tool_calls: Arc::new(Mutex::new(Vec::new())),
+    };
+    let router = axum::Router::new()
+        .route(path, post(answer))
+        .route("/tools/balance", post(balance))
+        .route("/tools/order", get(order))
+        .route("/tools/slow", post(slow))
+        .with_state(st.clone());
+    let base = http_server(router).await;
+    LlmMock {
+        base,
+        requests: st.requests,
+        replies: st.replies,
+        tool_calls: st.tool_calls,
+    }
+}
+
+/// The agent's side of an LLM session for tests: a prompt, a greeting, three tools served
+/// by `mock` and a transfer target.
+pub fn agent_context(mock_base: &str) -> vaani_media::cloud::llm::AgentContext {
+    use vaani_media::agent::spec::{Tool, ToolMethod};
+    vaani_media::cloud::llm::AgentContext {
+        system_prompt: "You are the Acme billing assistant. Be brief.".into(),
+        greeting: "Hello, this is Acme. How can I help?".into(),
+        tools: vec![
+            Tool {
+                name: "lookup_balance".into(),
+                description: "Look up the balance of an account".into(),
+                url: format!("{mock_base}/tools/balance"),
+                method: ToolMethod::Post,
+                timeout_ms: 2000,
+                parameters: serde_json::json!({"type": "object", "properties": {"account": {"type": "string"}}, "required": ["account"]}),
+            },
+            Tool {
+                name: "order_status".into(),
+                description: "Where an order is".into(),
+                url: format!("{mock_base}/tools/order"),
+                method: ToolMethod::Get,
+                timeout_ms: 2000,
+                parameters: serde_json::json!({"type": "object", "properties": {"order": {"type": "integer"}}}),
+            },
+            Tool {
+                name: "slow_tool".into(),
+                description: "Takes too long".into(),
+                url: format!("{mock_base}/tools/slow"),
+                method: ToolMethod::Post,
+                timeout_ms: 200,
+                parameters: serde_json::json!({"type": "object", "properties": {}}),
+            },
+        ],
+        transfer_targets: vec!["sip:billing@example.com".into()],
+    }
+}
+
+/// The text and other events of a response, in order.
+pub fn texts(
+    events: &[Result<
+        vaani_media::pipeline::engines::LlmEvent,
+        vaani_media::pipeline::engines::EngineError,
+    >],
+) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(vaani_media::pipeline::engines::LlmEvent::Text(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The summed usage of a response.
+pub fn usage(
+    events: &[Result<
+        vaani_media::pipeline::engines::LlmEvent,
+        vaani_media::pipeline::engines::EngineError,
+    >],
+) -> vaani_media::pipeline::engines::LlmUsage {
+    let mut u = vaani_media::pipeline::engines::LlmUsage::default();
+    for e in events {
+        if let Ok(vaani_media::pipeline::engines::LlmEvent::Usage(x)) = e {
+            u.input_tokens += x.input_tokens;
+            u.output_tokens += x.output_tokens;
+            u.cache_read_tokens += x.cache_read_tokens;
+            u.cache_write_tokens += x.cache_write_tokens;
+        }
+    }
+    u
+}
