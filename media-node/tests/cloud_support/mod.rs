@@ -1,7 +1,7 @@
 //! Shared helpers for the cloud-engine tests: local WebSocket and HTTP servers on
 //! 127.0.0.1 that speak a provider's protocol from a script, a log capture that lets tests
 //! check no key is ever logged, and event collectors.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::future::Future;
 use std::net::SocketAddr;
