@@ -138,7 +138,7 @@ struct Session {
 
 impl LlmSession for Session {
     fn respond(&mut self, input: LlmInput) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
-        start_response(&self.provider, &self.ctx, &self.http, &self.conv, input)
+        llm::start(&self.provider, &self.ctx, &self.http, &self.conv, input)
     }
 
     fn truncate_last(&mut self, spoken: &str) {
@@ -152,44 +152,6 @@ impl LlmSession for Session {
             c.restore(history);
         }
     }
-}
-
-/// Answer `input` on `conv` with `provider`: the greeting is said as written, everything
-/// else goes to the model.
-pub(crate) fn start_response<P: Provider>(
-    provider: &Arc<P>,
-    ctx: &Arc<AgentContext>,
-    http: &reqwest::Client,
-    conv: &llm::Shared,
-    input: LlmInput,
-) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
-    let (tx, rx) = mpsc::channel(64);
-    let Some(text) = llm::input_text(&input) else {
-        let greeting = ctx.greeting.trim().to_string();
-        if !greeting.is_empty() {
-            if let Ok(mut c) = conv.lock() {
-                c.said(greeting.clone());
-            }
-            let _ = tx.try_send(Ok(LlmEvent::Text(greeting)));
-        }
-        return rx;
-    };
-    let gen = match conv.lock() {
-        Ok(mut c) => c.user(text),
-        Err(_) => {
-            let _ = tx.try_send(Err(EngineError::fatal("llm", "conversation lock poisoned")));
-            return rx;
-        }
-    };
-    tokio::spawn(llm::respond(
-        provider.clone(),
-        ctx.clone(),
-        http.clone(),
-        conv.clone(),
-        gen,
-        tx,
-    ));
-    rx
 }
 
 struct AnthropicProvider {

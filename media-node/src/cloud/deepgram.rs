@@ -82,7 +82,8 @@ impl DeepgramConfig {
         }
     }
 
-    /// The `/v1/listen` URL for a stream with `options`.
+    /// The `/v1/listen` URL for a stream with `options`. Interim results are always asked
+    /// for: `utterance_end_ms` needs them, and the turn detector counts their words.
     pub fn listen_url(&self, options: &SttOptions) -> String {
         let model = if options.model.trim().is_empty() {
             self.model.as_str()

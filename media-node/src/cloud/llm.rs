@@ -332,6 +332,44 @@ pub trait Provider: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ToolCall>, EngineError>> + Send + 'a;
 }
 
+/// Answer `input` on `conv` with `provider`: the greeting is said as written, everything
+/// else goes to the model.
+pub fn start<P: Provider>(
+    provider: &Arc<P>,
+    ctx: &Arc<AgentContext>,
+    http: &reqwest::Client,
+    conv: &Shared,
+    input: LlmInput,
+) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
+    let (tx, rx) = mpsc::channel(64);
+    let Some(text) = input_text(&input) else {
+        let greeting = ctx.greeting.trim().to_string();
+        if !greeting.is_empty() {
+            if let Ok(mut c) = conv.lock() {
+                c.said(greeting.clone());
+            }
+            let _ = tx.try_send(Ok(LlmEvent::Text(greeting)));
+        }
+        return rx;
+    };
+    let gen = match conv.lock() {
+        Ok(mut c) => c.user(text),
+        Err(_) => {
+            let _ = tx.try_send(Err(EngineError::fatal("llm", "conversation lock poisoned")));
+            return rx;
+        }
+    };
+    tokio::spawn(respond(
+        provider.clone(),
+        ctx.clone(),
+        http.clone(),
+        conv.clone(),
+        gen,
+        tx,
+    ));
+    rx
+}
+
 /// Answer the input of generation `gen`: stream, run tools, stream again (at most
 /// [`MAX_TOOL_ROUNDS`] tool rounds). Stops quietly when the receiver is dropped or the
 /// conversation moved on.

@@ -136,7 +136,7 @@ struct Session {
 
 impl LlmSession for Session {
     fn respond(&mut self, input: LlmInput) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
-        super::anthropic::start_response(&self.provider, &self.ctx, &self.http, &self.conv, input)
+        llm::start(&self.provider, &self.ctx, &self.http, &self.conv, input)
     }
 
     fn truncate_last(&mut self, spoken: &str) {
