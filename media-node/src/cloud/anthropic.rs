@@ -271,10 +271,13 @@ impl Provider for AnthropicProvider {
         let key = &self.cfg.api_key;
         let url = format!("{}/v1/messages", net::trim_base(&self.cfg.base_url));
         let body = self.body(items, tools);
+        let mut key_header = reqwest::header::HeaderValue::from_str(key.expose())
+            .map_err(|_| EngineError::fatal(ENGINE, "the API key is not a valid header value"))?;
+        key_header.set_sensitive(true);
         let response = self
             .http
             .post(url)
-            .header("x-api-key", key.expose())
+            .header("x-api-key", key_header)
             .header("anthropic-version", API_VERSION)
             .header("content-type", "application/json")
             .header("accept", "text/event-stream")
@@ -496,7 +499,8 @@ impl StreamState {
                 }
             }
             Event::MessageStop => {
-                if self.stop_reason.as_deref() != Some("tool_use") {
+                // Tool calls count when the model stopped for them (or said nothing of why).
+                if self.stop_reason.as_deref().is_some_and(|r| r != "tool_use") {
                     self.calls.clear();
                 }
                 out.push(Action::Done);
@@ -674,6 +678,35 @@ mod tests {
         assert_eq!(last[1]["text"], "and?");
         assert_eq!(last[1]["cache_control"]["type"], "ephemeral");
         assert!(last[0].get("cache_control").is_none());
+    }
+
+    #[test]
+    fn malformed_and_unknown_events_are_skipped() {
+        assert!(parse_event("{not json").is_none());
+        assert!(parse_event(r#"{"type":"message_start"}"#).is_none());
+        assert!(parse_event(
+            r#"{"type":"content_block_delta","index":-1,"delta":{"type":"text_delta","text":"x"}}"#
+        )
+        .is_none());
+        let mut s = StreamState::default();
+        for f in [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use","id":"x"}}"#,
+            r#"{"type":"brand_new_event","x":1}"#,
+            r#"{"type":"content_block_stop","index":7}"#,
+        ] {
+            assert_eq!(s.on_event(parse_event(f).unwrap()).unwrap(), vec![]);
+        }
+        // A tool input that is not JSON becomes an empty input, not a failure.
+        for f in [
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"n"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\": "}}"#,
+            r#"{"type":"content_block_stop","index":1}"#,
+            r#"{"type":"message_stop"}"#,
+        ] {
+            s.on_event(parse_event(f).unwrap()).unwrap();
+        }
+        assert_eq!(s.calls[0].input, json!({}));
     }
 
     proptest::proptest! {

@@ -487,6 +487,28 @@ mod tests {
     }
 
     #[test]
+    fn malformed_frames() {
+        assert_eq!(parse("{", "c"), Reply::Skip);
+        assert_eq!(
+            parse(r#"{"type":"chunk","context_id":"c"}"#, "c"),
+            Reply::Skip
+        );
+        assert_eq!(
+            parse(r#"{"type":"chunk","data":7,"context_id":"c"}"#, "c"),
+            Reply::Skip
+        );
+        let Reply::Error(e) = parse(r#"{"type":"chunk","data":"***","context_id":"c"}"#, "c")
+        else {
+            panic!("bad base64 must fail")
+        };
+        assert!(e.retryable);
+        let Reply::Error(e) = parse(r#"{"type":"error","context_id":"c"}"#, "c") else {
+            panic!("an error without a status is still an error")
+        };
+        assert!(e.retryable);
+    }
+
+    #[test]
     fn voice_ids_are_recognised() {
         assert!(is_voice_id(DEFAULT_VOICE));
         assert!(!is_voice_id("en-us"));

@@ -544,6 +544,30 @@ mod tests {
         assert!(t.on_message(meta).is_empty());
     }
 
+    #[test]
+    fn malformed_messages_are_skipped() {
+        let mut t = Transcriber::default();
+        for m in [
+            "",
+            "not json",
+            r#"{"type":"Results","channel":5}"#,
+            r#"{"type":"Results","is_final":"yes"}"#,
+            r#"{"no_type":true}"#,
+            r#"{"type":"Error","description":"x"}"#,
+        ] {
+            assert!(t.on_message(m).is_empty(), "{m}");
+        }
+        // Results without alternatives are an empty transcript.
+        t.end_of_speech();
+        assert_eq!(
+            t.on_message(r#"{"type":"Results","is_final":true,"from_finalize":true,"channel":{"alternatives":[]}}"#),
+            vec![SttEvent::Final {
+                text: String::new(),
+                confidence: 0.0
+            }]
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_messages_never_panic(data in "\\PC{0,300}") {

@@ -347,6 +347,17 @@ mod tests {
         assert!(is_voice_id(DEFAULT_VOICE) && !is_voice_id("en-us"));
     }
 
+    #[test]
+    fn malformed_frames() {
+        assert_eq!(parse("[1,2"), Reply::Skip);
+        assert_eq!(parse(r#"{"isFinal":false}"#), Reply::Skip);
+        assert_eq!(parse(r#"{"audio":null,"isFinal":null}"#), Reply::Skip);
+        assert!(
+            matches!(parse(r#"{"audio":"%%%","isFinal":null}"#), Reply::Error(e) if e.retryable)
+        );
+        assert!(matches!(parse(r#"{"message":"odd"}"#), Reply::Error(_)));
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_frames_never_panic(data in "\\PC{0,300}") {

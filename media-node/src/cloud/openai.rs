@@ -556,6 +556,29 @@ mod tests {
         assert_eq!(m[2]["tool_call_id"], "c1");
     }
 
+    #[test]
+    fn malformed_lines_are_skipped() {
+        let mut s = StreamState::default();
+        for l in [
+            "{",
+            "null",
+            "[]",
+            r#"{"choices":"x"}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":"a"}]}}]}"#,
+        ] {
+            assert_eq!(s.on_data(l).unwrap(), Step::Nothing, "{l}");
+        }
+        // A call without a name is dropped; arguments that are not JSON become `{}`.
+        s.on_data(
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+        )
+        .unwrap();
+        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"c","function":{"name":"n","arguments":"{oops"}}]},"finish_reason":"tool_calls"}]}"#).unwrap();
+        let calls = s.take_calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].input, json!({}));
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_lines_never_panic(data in "\\PC{0,300}") {
