@@ -422,7 +422,7 @@ async fn a_slow_first_byte_falls_back_with_the_history() {
         Arc::new(OpenAiLlm::new(ocfg, agent_context(&gpt.base)).unwrap());
     let anthropic: Arc<dyn LlmEngine> = Arc::new(engine(&claude));
     let cfg = FallbackConfig {
-        llm_first_byte: Duration::from_millis(400),
+        llm_first_byte: Duration::from_millis(800),
         ..FallbackConfig::default()
     };
     let chain = LlmChain::new(vec![anthropic, openai], cfg);
@@ -441,7 +441,7 @@ async fn a_slow_first_byte_falls_back_with_the_history() {
         (sw.kind, sw.from, sw.to),
         (EngineKind::Llm, "anthropic", "openai")
     );
-    assert!(sw.reason.contains("no response within 400 ms"), "{sw}");
+    assert!(sw.reason.contains("no response within 800 ms"), "{sw}");
     // The new engine heard the conversation so far.
     let msgs = gpt.request(0).body["messages"].clone();
     assert_eq!(

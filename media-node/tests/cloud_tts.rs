@@ -465,7 +465,7 @@ async fn the_breaker_skips_a_failing_engine() {
         Arc::new(CartesiaTts::new(cartesia(&format!("ws://{addr}"))));
     let cfg = FallbackConfig {
         failure_threshold: 2,
-        cooldown: Duration::from_millis(400),
+        cooldown: Duration::from_millis(1000),
         ..FallbackConfig::default()
     };
     let observed = Arc::new(Mutex::new(0usize));
@@ -484,7 +484,7 @@ async fn the_breaker_skips_a_failing_engine() {
         2,
         "the open engine was not tried first"
     );
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, _, err) = synth(&chain, "Hi.", None).await;
     assert!(err.is_none());
     assert_eq!(

@@ -43,7 +43,7 @@ pub const DEFAULT_MODEL: &str = "sonic-2";
 /// A voice from Cartesia's public library (used in its SDK's examples).
 pub const DEFAULT_VOICE: &str = "a0e99841-438c-4a64-b679-ae501e7d6091";
 /// Idle sockets kept for reuse.
-const POOL_SIZE: usize = 2;
+const POOL_SIZE: usize = 8;
 /// An idle socket older than this is not reused.
 const POOL_MAX_IDLE: Duration = Duration::from_secs(60);
 
