@@ -43,7 +43,25 @@ pub async fn build(
     let voice = spec.voice.clone().unwrap_or_else(|| "en-us".to_string());
     let espeak = EmbeddedTts::new(&voice, vaani_media::services::tts::espeak::DEFAULT_RATE_WPM)
         .context("offline speech synthesiser (install espeak-ng)")?;
-    let tts = CachedTts::new(Arc::new(espeak), PHRASE_CACHE);
+    // Cloud engines where their keys are set (DEEPGRAM_API_KEY, ANTHROPIC_API_KEY, …), in the
+    // agent's fallback chains, with the offline engines where the chains name them.
+    let cloud = vaani_media::cloud::from_env(&resolved)
+        .map_err(|e| anyhow::anyhow!("cloud engine settings: {e}"))?;
+    let fallback = vaani_media::cloud::FallbackConfig::from_vars(|n| std::env::var(n).ok())
+        .map_err(|e| anyhow::anyhow!("fallback settings: {e}"))?;
+    let engines = cloud
+        .engines(
+            &resolved,
+            &vaani_media::cloud::Embedded {
+                stt: Some(Arc::new(stt)),
+                llm: Some(Arc::new(EmbeddedLlm::new(spec.clone()))),
+                tts: Some(Arc::new(espeak)),
+            },
+            fallback,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("agent {:?}: {e}", spec.name))?;
+    let tts = CachedTts::new(engines.tts.clone(), PHRASE_CACHE);
     // Greeting prefetch, and the fixed phrases every call may need.
     let mut fixed = vec![
         spec.greeting.clone(),
@@ -68,8 +86,8 @@ pub async fn build(
     let (tx, rx) = mpsc::unbounded_channel();
     let config = PipelineConfig {
         engines: Engines {
-            stt: Arc::new(stt),
-            llm: Arc::new(EmbeddedLlm::new(spec.clone())),
+            stt: engines.stt.clone(),
+            llm: engines.llm.clone(),
             tts: Arc::new(tts),
         },
         agent: Arc::new(resolved),
@@ -77,6 +95,12 @@ pub async fn build(
         reports: Some(tx),
         runtime: tokio::runtime::Handle::current(),
     };
-    tracing::info!(agent = %spec.name, "agent ready (offline engines: pocketsphinx, embedded dialogue, espeak-ng)");
+    tracing::info!(
+        agent = %spec.name,
+        stt = engines.stt.name(),
+        llm = engines.llm.name(),
+        tts = engines.tts.name(),
+        "agent ready"
+    );
     Ok((Arc::new(PipelineApp { config }), rx))
 }

@@ -33,7 +33,8 @@ pub enum Step {
     Say(String),
     /// Say this over the agent's next reply, [`INTERRUPT_AFTER`] into it (barge-in).
     Interrupt(String),
-    Dtmf(char),
+    /// Keys pressed one after another (one `--dtmf` value).
+    Dtmf(String),
 }
 
 /// How far into the agent's reply an `--interrupt` line starts.
@@ -68,12 +69,15 @@ pub fn script_from_args(args: &[String]) -> anyhow::Result<Vec<Step>> {
                 Step::Interrupt(value)
             });
         } else {
+            if value.is_empty() {
+                anyhow::bail!("--dtmf needs keys");
+            }
             for key in value.chars() {
                 if !(key.is_ascii_digit() || matches!(key, '*' | '#' | 'A'..='D')) {
                     anyhow::bail!("--dtmf keys are 0-9, *, #, A-D (got {key:?})");
                 }
-                out.push(Step::Dtmf(key));
             }
+            out.push(Step::Dtmf(value));
         }
     }
     Ok(out)
@@ -94,6 +98,8 @@ pub struct Turn {
 struct Shared {
     turns: Vec<Turn>,
     done: bool,
+    /// The call's app is gone: its last turn is in.
+    finished: bool,
     error: Option<String>,
 }
 
@@ -204,18 +210,17 @@ impl CallerCall {
                 });
                 self.phase = Phase::Speaking(frames);
             }
-            Some(Step::Dtmf(key)) => {
-                actions.push(AppAction::SendDtmf(key));
+            Some(Step::Dtmf(keys)) => {
+                // The session sends queued presses one after another.
+                for key in keys.chars() {
+                    actions.push(AppAction::SendDtmf(key));
+                }
                 self.push_turn(Turn {
                     speaker: "caller",
-                    text: format!("[dtmf {key}]"),
+                    text: format!("[dtmf {keys}]"),
                     started_ms: ms(now - self.started),
                     latency_ms: None,
                 });
-                // Keys that follow one another go out together before listening.
-                if matches!(self.script.front(), Some(Step::Dtmf(_))) {
-                    return self.next_step(now, actions);
-                }
                 self.caller_end = Some(now);
                 self.listen(now);
             }
@@ -327,6 +332,13 @@ impl Drop for CallerCall {
                 latency_ms: latency,
             });
         }
+        let mut g = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Every step was taken (the agent may have hung up first, after a goodbye).
+        g.done |= self.script.is_empty();
+        g.finished = true;
     }
 }
 
@@ -488,6 +500,13 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
     if ended.is_none() {
         eprintln!("vaani call: time limit reached, hanging up");
     }
+    // The call's media winds down just after its SIP side: wait for its last turn.
+    for _ in 0..40 {
+        if shared.lock().map(|g| g.finished).unwrap_or(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     node.shutdown(Duration::from_secs(2)).await;
     let shared = shared
         .lock()
@@ -556,8 +575,7 @@ mod tests {
             script_from_args(&args).unwrap(),
             vec![
                 Step::Say("hello there".into()),
-                Step::Dtmf('1'),
-                Step::Dtmf('2'),
+                Step::Dtmf("12".into()),
                 Step::Say("bye".into())
             ]
         );

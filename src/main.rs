@@ -25,7 +25,10 @@ async fn main() -> ExitCode {
         "info,webrtc=warn,rtc=warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=warn,rtc_srtp=warn,rtc_interceptor=warn".to_string()
     });
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{filter},{}",
+            vaani_media::cloud::LOG_DIRECTIVES
+        )))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

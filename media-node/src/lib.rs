@@ -16,6 +16,7 @@
 //! - [`udp`]: batched UDP I/O (`recvmmsg`/`sendmmsg`) for the RTP engine and the load generator.
 
 pub mod agent;
+pub mod cloud;
 pub mod codec;
 pub mod metrics;
 pub mod pipeline;

@@ -168,6 +168,9 @@ pub struct CallReport {
     pub usage: Usage,
     /// Engine failures during the call (`engine: message`).
     pub engine_errors: Vec<String>,
+    /// Fallback-chain switches during the call (`llm engine switched from anthropic to
+    /// embedded: …`).
+    pub engine_switches: Vec<String>,
     /// Caller frames dropped because the pipeline fell behind.
     pub dropped_frames: u64,
 }
@@ -219,17 +222,25 @@ pub fn start(cfg: &PipelineConfig, ids: CallIds) -> CallLink {
     let out2 = out.clone();
     let dropped2 = dropped.clone();
     cfg.runtime.spawn(async move {
-        let report = match Pipeline::new(cfg2.clone(), ids.clone(), out2, played_rx, dropped2) {
-            Ok(p) => p.run(input_rx).await,
-            Err(e) => {
-                tracing::error!(error = %e, "pipeline could not start");
-                CallReport {
-                    ids,
-                    engine_errors: vec![e.to_string()],
-                    ..CallReport::default()
+        // Engine chains report their switches to the call they serve through this sink.
+        let (switch_tx, mut switches) = mpsc::unbounded_channel();
+        let pipeline = async {
+            match Pipeline::new(cfg2.clone(), ids.clone(), out2, played_rx, dropped2) {
+                Ok(p) => p.run(input_rx).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "pipeline could not start");
+                    CallReport {
+                        ids,
+                        engine_errors: vec![e.to_string()],
+                        ..CallReport::default()
+                    }
                 }
             }
         };
+        let mut report = crate::cloud::record_switches(switch_tx, pipeline).await;
+        while let Ok(s) = switches.try_recv() {
+            report.engine_switches.push(s.to_string());
+        }
         if let Some(tx) = &cfg2.reports {
             let _ = tx.send(report);
         }
@@ -1009,6 +1020,7 @@ impl Pipeline {
             turns: self.turns,
             usage: self.usage,
             engine_errors: self.errors,
+            engine_switches: Vec::new(),
             dropped_frames: self.dropped.load(Ordering::Relaxed),
         }
     }

@@ -132,6 +132,10 @@ pub trait LlmSession: Send {
     /// The caller heard only `spoken` of the last response (barge-in): keep the history
     /// truthful.
     fn truncate_last(&mut self, spoken: &str);
+    /// Replace what this session remembers of the conversation with `history` (oldest
+    /// first). A fallback chain calls it when it moves a call to this engine mid-call, so
+    /// the new engine knows what was said. Engines that keep no history ignore it.
+    fn restore(&mut self, _history: &[(Speaker, String)]) {}
 }
 
 pub trait LlmEngine: Send + Sync + 'static {

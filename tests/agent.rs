@@ -1,0 +1,160 @@
+//! The sample agent end to end, offline: `vaani call dev` places real SIP calls to
+//! `vaani dev --app agent`, speaks synthesised lines (espeak-ng → G.711 → the node's
+//! pocketsphinx), and transcribes the agent's spoken replies. What the agent heard, and the
+//! per-turn latencies, are checked on the server with `vaani calls show --json`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{start_dev_with, vaani};
+
+fn call(data: &str, script: &[&str]) -> serde_json::Value {
+    let mut args = vec!["call", "dev", "--data", data, "--json", "--timeout", "90"];
+    args.extend_from_slice(script);
+    let out = vaani(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "vaani call failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn turns(v: &serde_json::Value) -> Vec<(String, String, Option<u64>)> {
+    v["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["speaker"].as_str().unwrap().to_string(),
+                t["text"].as_str().unwrap().to_string(),
+                t["latency_ms"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn billing_question_interruption_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let _dev = start_dev_with(&data, &["--app", "agent"]);
+    let v = call(
+        &data,
+        &[
+            "--say",
+            "I have a question about my bill",
+            "--interrupt",
+            "check my balance",
+            "--dtmf",
+            "1234#",
+        ],
+    );
+    let t = turns(&v);
+    // Greeting, question, the billing answer (cut), the interruption, the account prompt,
+    // the keys, the confirmation.
+    assert_eq!(t[0].0, "agent");
+    assert!(t[0].1.contains("how can i help you"), "{t:?}");
+    assert_eq!(
+        t[1],
+        (
+            "caller".into(),
+            "I have a question about my bill".into(),
+            None
+        )
+    );
+    // The billing answer, cut short by the caller: what was heard of it is checked on the
+    // server below (a cut sentence is not one the caller's recogniser knows).
+    assert_eq!(t[2].0, "agent");
+    assert!(t[2].2.is_some(), "latency measured: {t:?}");
+    assert_eq!(t[3].1, "check my balance");
+    let prompt = t
+        .iter()
+        .position(|x| x.1.contains("account number"))
+        .expect("prompt");
+    assert!(prompt > 3, "{t:?}");
+    assert!(
+        t.iter()
+            .skip(prompt)
+            .any(|x| x.0 == "agent" && x.1.contains("noted account")),
+        "keys answered: {t:?}"
+    );
+
+    // The server's side: what the agent heard and how the interruption was handled.
+    let call_id = v["call_id"].as_str().unwrap();
+    let out = vaani(&["calls", "show", call_id, "--json", "--data", &data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["sip_call_id"], v["sip_call_id"]);
+    let transcript = shown["transcript"].as_array().unwrap();
+    let said = |speaker: &str, needle: &str| {
+        transcript
+            .iter()
+            .find(|e| e["speaker"] == speaker && e["text"].as_str().unwrap().contains(needle))
+            .cloned()
+    };
+    assert!(
+        said("caller", "i have a question about my bill").is_some(),
+        "{transcript:?}"
+    );
+    let cut = said("agent", "Sure, I can help").expect("billing answer");
+    assert_eq!(cut["interrupted"], true, "{cut}");
+    assert!(
+        !cut["text"]
+            .as_str()
+            .unwrap()
+            .contains("check your balance?"),
+        "only what was heard is kept: {cut}"
+    );
+    assert!(
+        said("caller", "check my balance").is_some(),
+        "{transcript:?}"
+    );
+    assert!(said("caller", "[keys 1234]").is_some(), "{transcript:?}");
+    assert!(said("agent", "account 1 2 3 4").is_some(), "{transcript:?}");
+    // Latency per turn, end of speech to first audio, on the server.
+    let turns = shown["turns"].as_array().unwrap();
+    assert!(turns.len() >= 3, "{turns:?}");
+    for t in turns {
+        assert!(t["total_ms"].as_u64().is_some(), "{t}");
+    }
+    assert!(shown["latency"]["p50_ms"].as_u64().is_some());
+    assert!(shown["usage"]["tts_characters"].as_u64().unwrap() > 0);
+    // The SIP Call-ID finds the same call.
+    let by_sip = vaani(&[
+        "calls",
+        "show",
+        v["sip_call_id"].as_str().unwrap(),
+        "--json",
+        "--data",
+        &data,
+    ]);
+    assert!(by_sip.status.success());
+}
+
+#[test]
+fn a_key_press_routes_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let _dev = start_dev_with(&data, &["--app", "agent"]);
+    let v = call(&data, &["--dtmf", "1", "--dtmf", "9"]);
+    let t = turns(&v);
+    // 1 → billing, 9 → goodbye (and the agent hangs up).
+    assert!(
+        t.iter()
+            .any(|x| x.0 == "agent" && x.1.contains("help with your bill")),
+        "{t:?}"
+    );
+    assert!(
+        t.iter()
+            .any(|x| x.0 == "agent" && x.1.contains("thank you for calling")),
+        "{t:?}"
+    );
+    assert_eq!(v["ended"], "remote_bye", "the agent hung up: {v}");
+}
