@@ -42,7 +42,7 @@ export VAANI_REQUIRE_SPEECH=1
 
 # --- Rust ---------------------------------------------------------------------------------------
 log "cargo test (workspace)"
-cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --all-targets --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
 
 # --- CDK ----------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{signed_post, start_dev_with, vaani};
+
+/// The demo tenant's Twilio auth token in this test.
+const TWILIO_SECRET: &str = "tw-token";
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use vaani_events::MediaCallEnded;
@@ -109,9 +112,22 @@ async fn twilio_call(addr: &str, call_sid: &str) -> (String, String, String) {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A WebSocket request to `url` with Twilio's upgrade signature.
+fn signed(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in common::twilio_upgrade_signature(url, TWILIO_SECRET) {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    req
+}
+
 /// Opens a Twilio stream and sends `connected` + `start`.
 async fn open_stream(url: &str, call_sid: &str, call_id: &str, token: &str) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(signed(url)).await.unwrap();
     ws.send(Message::text(
         r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#,
     ))
@@ -157,7 +173,7 @@ async fn metrics_follow_calls_and_sigterm_drains() {
         "--provider",
         "twilio",
         "--secret",
-        "tw-token",
+        TWILIO_SECRET,
         "--data",
         &data,
     ]);
@@ -209,7 +225,7 @@ async fn metrics_follow_calls_and_sigterm_drains() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // New streams are refused; the call up carries on (the echo still answers).
-    match tokio_tungstenite::connect_async(&url).await {
+    match tokio_tungstenite::connect_async(signed(&url)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 503);
             assert_eq!(

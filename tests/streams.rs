@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{signed_post, start_dev, vaani, Dev};
+use common::{signed_post, start_dev, twilio_upgrade_signature, vaani, Dev};
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,25 +20,6 @@ use vaani_media::codec::g711;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// μ-law encoding of one sample (ITU-T G.711), for making test audio.
-/// `X-Twilio-Signature` for a WebSocket upgrade to `url` (Twilio signs the URL as a GET).
-fn twilio_upgrade_signature(url: &str, secret: &str) -> Vec<(String, String)> {
-    let req = vaani_telephony::WebhookRequest {
-        method: http::Method::GET,
-        url: url.to_string(),
-        headers: http::HeaderMap::new(),
-        body: bytes::Bytes::new(),
-        source_ip: None,
-    };
-    vaani_telephony::sign_headers(
-        vaani_events::Provider::Twilio,
-        secret,
-        &req,
-        None,
-        chrono::Utc::now(),
-    )
-    .unwrap()
-}
-
 fn mulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
     let mut s = i32::from(sample);

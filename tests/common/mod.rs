@@ -237,3 +237,22 @@ pub fn signed_post(
     ));
     post(addr, path, &headers, body)
 }
+
+/// `X-Twilio-Signature` for a WebSocket upgrade to `url` (Twilio signs the URL as a GET).
+pub fn twilio_upgrade_signature(url: &str, secret: &str) -> Vec<(String, String)> {
+    let req = vaani_telephony::WebhookRequest {
+        method: http::Method::GET,
+        url: url.to_string(),
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::new(),
+        source_ip: None,
+    };
+    vaani_telephony::sign_headers(
+        vaani_events::Provider::Twilio,
+        secret,
+        &req,
+        None,
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
