@@ -595,8 +595,15 @@ fn drain_refuses_offers_and_hangs_up_at_the_deadline() {
             .filter(|v| v["kind"] == vaani_events::MediaCallEnded::KIND)
             .collect::<Vec<_>>()
     });
-    assert_eq!(ends.len(), 1, "{ends:?}");
-    assert_eq!(ends[0]["call_id"], cfg["call_id"]);
-    assert_eq!(ends[0]["transport"], "webrtc");
-    assert_eq!(ends[0]["reason"], "shutdown");
+    // The first call ended at the deadline. (An offer that raced SIGTERM, before the node
+    // marked itself draining, may have been taken too: it ends the same way.)
+    assert!(
+        ends.iter().any(|e| e["call_id"] == cfg["call_id"]),
+        "{ends:?}"
+    );
+    assert!(ends.len() <= 2, "{ends:?}");
+    for e in &ends {
+        assert_eq!(e["transport"], "webrtc");
+        assert_eq!(e["reason"], "shutdown");
+    }
 }

@@ -1041,7 +1041,7 @@ async fn embedded_file_persists_and_migrates_once() {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 1);
+        assert_eq!(v, 2, "both migrations applied (tables, then reports)");
     }
     // Reopening keeps data and does not re-run migrations.
     let s = EmbeddedStore::open(&path).unwrap().stores();
