@@ -60,13 +60,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
 
     // The app that answers calls: the agent (realtime pipeline) or echo.
-    let agent = match args.app {
+    let (agent, reports) = match args.app {
         AppKind::Agent => {
             let (app, reports) = crate::agent::build(args.agent.as_deref()).await?;
-            tokio::spawn(store_reports(stores.clone(), reports));
-            Some(app)
+            (Some(app), Some(reports))
         }
-        AppKind::Echo => None,
+        AppKind::Echo => (None, None),
     };
     let sip_app: Arc<dyn vaani_media::sipnode::app::SipApp> = match &agent {
         Some(a) => a.clone(),
@@ -76,6 +75,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The media node: provider media streams on the same port, answered by the chosen app.
     let active = Arc::new(AtomicU32::new(0));
     let (metrics, ended) = Metrics::with_sink();
+    if let Some(reports) = reports {
+        tokio::spawn(store_reports(stores.clone(), metrics.clone(), reports));
+    }
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let token_key = deps.media_token_key.clone();
     let webrtc_closing = closing.clone();
@@ -273,9 +275,15 @@ async fn drain(entry: &NodeEntry, timeout: Duration) {
 /// cost accounting.
 pub async fn store_reports(
     stores: Stores,
+    metrics: Arc<Metrics>,
     mut reports: tokio::sync::mpsc::UnboundedReceiver<vaani_media::pipeline::call::CallReport>,
 ) {
     while let Some(report) = reports.recv().await {
+        for t in &report.turns {
+            if let Some(ms) = t.total_ms {
+                metrics.turn_latency(Duration::from_millis(ms));
+            }
+        }
         let now = chrono::Utc::now();
         let tenant = report
             .ids

@@ -40,7 +40,7 @@ fn turns(v: &serde_json::Value) -> Vec<(String, String, Option<u64>)> {
 fn billing_question_interruption_and_keys() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_string();
-    let _dev = start_dev_with(&data, &["--app", "agent"]);
+    let dev = start_dev_with(&data, &["--app", "agent"]);
     let v = call(
         &data,
         &[
@@ -126,6 +126,15 @@ fn billing_question_interruption_and_keys() {
     }
     assert!(shown["latency"]["p50_ms"].as_u64().is_some());
     assert!(shown["usage"]["tts_characters"].as_u64().unwrap() > 0);
+    // Turn latencies are exported as a histogram.
+    let metrics = common::request(&dev.addr, "GET", "/metrics", &[], "");
+    let count = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("vaani_turn_latency_seconds_count "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(count >= 3, "{}", metrics.body);
     // The SIP Call-ID finds the same call.
     let by_sip = vaani(&[
         "calls",

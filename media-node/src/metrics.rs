@@ -150,9 +150,16 @@ pub struct Metrics {
     webrtc_received: AtomicU64,
     webrtc_sent: AtomicU64,
     events_dropped: AtomicU64,
+    /// End of caller speech → first agent audio, per answered turn: cumulative buckets
+    /// ([`TURN_BUCKETS_MS`], then +Inf), sum in µs.
+    turn_buckets: [AtomicU64; TURN_BUCKETS_MS.len() + 1],
+    turn_sum_us: AtomicU64,
     draining: AtomicBool,
     sink: Mutex<Option<mpsc::Sender<CallEnd>>>,
 }
+
+/// Upper bounds (ms) of the turn-latency histogram's buckets.
+pub const TURN_BUCKETS_MS: [u64; 10] = [100, 200, 300, 400, 500, 700, 1000, 1500, 2000, 5000];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -169,6 +176,8 @@ impl Default for Metrics {
             webrtc_received: AtomicU64::new(0),
             webrtc_sent: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
+            turn_buckets: Default::default(),
+            turn_sum_us: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             sink: Mutex::new(None),
         }
@@ -297,6 +306,20 @@ impl Metrics {
     }
 
     /// Refuse new calls from now on (the node is leaving).
+    /// An agent turn: end of the caller's speech → the agent's first audio sent.
+    pub fn turn_latency(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+        let bucket = TURN_BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(TURN_BUCKETS_MS.len());
+        if let Some(b) = self.turn_buckets.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.turn_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -412,6 +435,40 @@ impl Metrics {
         );
         header_lines(
             o,
+            "vaani_turn_latency_seconds",
+            "histogram",
+            "Agent turns: end of the caller's speech to the agent's first audio sent.",
+        );
+        let mut cumulative = 0u64;
+        for (i, b) in self.turn_buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            match TURN_BUCKETS_MS.get(i) {
+                Some(ms) => {
+                    let _ = writeln!(
+                        o,
+                        "vaani_turn_latency_seconds_bucket{{le=\"{}.{:03}\"}} {cumulative}",
+                        ms / 1000,
+                        ms % 1000
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "vaani_turn_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+                    );
+                }
+            }
+        }
+        let sum_us = self.turn_sum_us.load(Ordering::Relaxed);
+        let _ = writeln!(
+            o,
+            "vaani_turn_latency_seconds_sum {}.{:06}",
+            sum_us / 1_000_000,
+            sum_us % 1_000_000
+        );
+        let _ = writeln!(o, "vaani_turn_latency_seconds_count {cumulative}");
+        header_lines(
+            o,
             "vaani_node_draining",
             "gauge",
             "1 while the node drains (refuses new calls), else 0.",
@@ -456,6 +513,40 @@ async fn healthz(axum::extract::State(m): axum::extract::State<Arc<Metrics>>) ->
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn turn_latency_histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.turn_latency(Duration::from_millis(250));
+        m.turn_latency(Duration::from_millis(650));
+        m.turn_latency(Duration::from_secs(9));
+        let text = m.render();
+        assert!(
+            text.contains("vaani_turn_latency_seconds_bucket{le=\"0.200\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vaani_turn_latency_seconds_bucket{le=\"0.300\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vaani_turn_latency_seconds_bucket{le=\"0.700\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vaani_turn_latency_seconds_bucket{le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vaani_turn_latency_seconds_count 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vaani_turn_latency_seconds_sum 9.900000"),
+            "{text}"
+        );
+    }
+
     use super::*;
 
     fn sample(text: &str, series: &str) -> Option<String> {
@@ -510,6 +601,7 @@ mod tests {
                 let family = name
                     .strip_suffix("_sum")
                     .or_else(|| name.strip_suffix("_count"))
+                    .or_else(|| name.strip_suffix("_bucket"))
                     .unwrap_or(name);
                 assert!(typed.contains(family), "{line} before its TYPE");
                 let value = line.rsplit(' ').next().unwrap_or_default();

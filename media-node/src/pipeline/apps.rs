@@ -54,12 +54,7 @@ fn sip_action(out: Option<Outgoing>, actions: &mut Vec<AppAction>) -> bool {
             false
         }
         Some(Outgoing::Transfer(target)) => {
-            // Blind transfer needs REFER; until the driver can, say so in the end reason.
-            tracing::warn!("transfer requested but not supported on this call; hanging up");
-            actions.push(AppAction::Hangup(format!(
-                "transfer to {} not supported",
-                target.split('@').next().unwrap_or("")
-            )));
+            actions.push(AppAction::Transfer(target));
             false
         }
         None => false,

@@ -45,6 +45,9 @@ pub enum AppAction {
     SendDtmf(char),
     /// End the call with this reason text.
     Hangup(String),
+    /// Blind-transfer the caller to this `sip:`/`tel:` target (REFER); calls that cannot be
+    /// transferred are hung up.
+    Transfer(String),
 }
 
 /// `--app echo`: plays back what it hears (after the jitter buffer's delay) and sends every

@@ -203,6 +203,15 @@ impl CallTask {
                         })
                         .await;
                 }
+                AppAction::Transfer(to) => {
+                    let _ = self
+                        .sip
+                        .send(SipCmd::TransferCall {
+                            call: self.call,
+                            to,
+                        })
+                        .await;
+                }
             }
         }
     }

@@ -573,6 +573,19 @@ impl WorkerCore {
                     slot.app_hangup_text = Some(text);
                     slot.hangup = Some((200, "", CallEndReason::AgentHangup));
                 }
+                AppAction::Transfer(to) => {
+                    if self
+                        .shared
+                        .sip
+                        .try_send(SipCmd::TransferCall {
+                            call: slot.call,
+                            to,
+                        })
+                        .is_err()
+                    {
+                        tracing::warn!(call = id, "transfer not passed on: SIP task busy");
+                    }
+                }
             }
         }
         if let Some((cause, text, reason)) = slot.hangup {

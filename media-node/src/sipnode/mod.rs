@@ -117,6 +117,11 @@ pub(crate) enum SipCmd {
         request: Box<outbound::DialRequest>,
         reply: oneshot::Sender<Result<outbound::Dialed, outbound::DialError>>,
     },
+    /// Blind-transfer a call its app asked to transfer ([`AppAction::Transfer`]).
+    TransferCall {
+        call: CallHandle,
+        to: String,
+    },
     /// Blind-transfer a call ([`SipNode::transfer`]).
     Transfer {
         request: outbound::TransferRequest,
@@ -403,6 +408,9 @@ impl Driver {
                     }
                     Some(SipCmd::Transfer { request, reply }) => {
                         let _ = reply.send(self.transfer(Instant::now(), request));
+                    }
+                    Some(SipCmd::TransferCall { call, to }) => {
+                        self.transfer_call(Instant::now(), call, &to);
                     }
                     Some(SipCmd::Shutdown(done)) => {
                         tracing::info!(calls = self.uas.active_calls(), "SIP shutting down: hanging up every call");

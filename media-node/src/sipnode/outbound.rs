@@ -333,6 +333,38 @@ impl Driver {
         })
     }
 
+    /// The call's app asked for a blind transfer: REFER, or hang up when the call cannot be
+    /// transferred (the caller must not be left hanging).
+    pub(super) fn transfer_call(&mut self, now: Instant, call: CallHandle, to: &str) {
+        let target = match Uri::parse(to.trim()) {
+            Some(Uri::Sip(u)) if u.headers.is_empty() => Some(Uri::Sip(u)),
+            Some(u @ Uri::Other { .. }) if to.trim().starts_with("tel:") => Some(u),
+            _ => None,
+        };
+        let result = match &target {
+            Some(t) => self.uas.transfer(now, call, t).map_err(|e| e.to_string()),
+            None => Err("not a sip: or tel: URI".to_string()),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(call = %call, "blind transfer requested by the app (REFER)");
+                self.config
+                    .registry
+                    .update(call.as_u64(), |r| r.transfer = Some("requested".into()));
+            }
+            Err(e) => {
+                tracing::warn!(call = %call, error = %e, "transfer not possible: hanging up");
+                self.hang_up(
+                    now,
+                    call,
+                    200,
+                    "transfer failed",
+                    CallEndReason::AgentHangup,
+                );
+            }
+        }
+    }
+
     /// Starts a blind transfer (the SIP task's side of [`Dialer::transfer`]).
     pub(super) fn transfer(
         &mut self,

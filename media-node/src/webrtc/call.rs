@@ -458,6 +458,11 @@ impl Call {
                     tracing::info!(%text, "app hung up the WebRTC call");
                     return Some(Ending(EndReason::AgentHangup, "agent_hangup"));
                 }
+                AppAction::Transfer(_) => {
+                    // A browser call cannot be handed to a phone number: end it.
+                    tracing::info!("transfer asked on a WebRTC call: hanging up");
+                    return Some(Ending(EndReason::AgentHangup, "agent_hangup"));
+                }
             }
         }
         None
