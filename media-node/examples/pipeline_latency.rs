@@ -126,8 +126,11 @@ fn run(calls: usize, spec: &AgentSpec) -> (Vec<u64>, Vec<u64>, u64, f64) {
                     ..CallIds::default()
                 },
             );
-            // Spread call starts over a second so they don't tick in lockstep.
-            let delay = Duration::from_micros((n as u64 * 1_000_000) / calls.max(1) as u64);
+            // Spread the calls' 20 ms ticks evenly over the tick period (and their starts over a
+            // second), as calls that began at random times are: none tick in lockstep.
+            let delay = Duration::from_micros(
+                (n as u64 * 20_000) / calls.max(1) as u64 + (n as u64 % 50) * 20_000,
+            );
             tasks.push(tokio::spawn(caller(link, delay)));
         }
         for t in tasks {
