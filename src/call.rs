@@ -205,7 +205,7 @@ impl CallerCall {
                 self.push_turn(Turn {
                     speaker: "caller",
                     text,
-                    started_ms: ms(now - self.started),
+                    started_ms: ms(now.saturating_duration_since(self.started)),
                     latency_ms: None,
                 });
                 self.phase = Phase::Speaking(frames);
@@ -218,7 +218,7 @@ impl CallerCall {
                 self.push_turn(Turn {
                     speaker: "caller",
                     text: format!("[dtmf {keys}]"),
-                    started_ms: ms(now - self.started),
+                    started_ms: ms(now.saturating_duration_since(self.started)),
                     latency_ms: None,
                 });
                 self.caller_end = Some(now);
@@ -234,6 +234,23 @@ impl CallerCall {
                 g.done = true;
             }
         }
+    }
+
+    /// The agent's turn that began at `start` is over: transcribe it and keep it.
+    fn agent_turn_heard(&mut self, start: Instant) {
+        let text = match self.stt.as_mut().map(|s| s.finish()) {
+            Some(Ok(Some(r))) => r.text,
+            _ => String::new(),
+        };
+        let latency = self
+            .caller_end
+            .map(|end| ms(start.saturating_duration_since(end)));
+        self.push_turn(Turn {
+            speaker: "agent",
+            text,
+            started_ms: ms(start.saturating_duration_since(self.started)),
+            latency_ms: latency,
+        });
     }
 
     fn listen(&mut self, now: Instant) {
@@ -282,26 +299,13 @@ impl SipCall for CallerCall {
                 let agent_silent = self.agent_start.is_none()
                     && now.saturating_duration_since(self.listening_since) >= AGENT_SILENT_LIMIT;
                 if agent_done {
-                    let start = self.agent_start.unwrap_or(now);
-                    let text = match self.stt.as_mut().map(|s| s.finish()) {
-                        Some(Ok(Some(r))) => r.text,
-                        _ => String::new(),
-                    };
-                    let latency = self
-                        .caller_end
-                        .map(|end| ms(start.saturating_duration_since(end)));
-                    self.push_turn(Turn {
-                        speaker: "agent",
-                        text,
-                        started_ms: ms(start - self.started),
-                        latency_ms: latency,
-                    });
+                    self.agent_turn_heard(self.agent_start.unwrap_or(now));
                     self.next_step(now, actions);
                 } else if agent_silent {
                     self.push_turn(Turn {
                         speaker: "agent",
                         text: String::new(),
-                        started_ms: ms(now - self.started),
+                        started_ms: ms(now.saturating_duration_since(self.started)),
                         latency_ms: None,
                     });
                     self.next_step(now, actions);
@@ -318,19 +322,7 @@ impl Drop for CallerCall {
     /// it said.
     fn drop(&mut self) {
         if let (Phase::Listening, Some(start)) = (&self.phase, self.agent_start) {
-            let text = match self.stt.as_mut().map(|s| s.finish()) {
-                Some(Ok(Some(r))) => r.text,
-                _ => String::new(),
-            };
-            let latency = self
-                .caller_end
-                .map(|end| ms(start.saturating_duration_since(end)));
-            self.push_turn(Turn {
-                speaker: "agent",
-                text,
-                started_ms: ms(start - self.started),
-                latency_ms: latency,
-            });
+            self.agent_turn_heard(start);
         }
         let mut g = self
             .shared
