@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages, on Debian 12 (idempotent: installs only what is missing).
 #   scripts/deps.sh build   what building needs: a C toolchain, pkg-config, libopus-dev (Opus
-#                           for WebRTC calls), espeak-ng and pocketsphinx (offline speech);
+#                           for WebRTC calls), espeak-ng, flite and pocketsphinx (offline
+#                           speech);
 #                           scripts/dev.sh and .ci/run (before it lints)
 #   scripts/deps.sh         that and what the tests need: node, sipp, baresip, sox, curl,
 #                           Chromium; scripts/test.sh
@@ -13,7 +14,7 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
 # The offline speech engines the media node links (espeak-ng TTS, pocketsphinx STT) and their
 # data.
-for pkg in espeak-ng libespeak-ng-dev pocketsphinx pocketsphinx-en-us libpocketsphinx-dev; do
+for pkg in espeak-ng libespeak-ng-dev flite1-dev pocketsphinx pocketsphinx-en-us libpocketsphinx-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
 done
 if [ "${1:-all}" != build ]; then

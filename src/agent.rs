@@ -11,7 +11,7 @@ use vaani_media::pipeline::apps::PipelineApp;
 use vaani_media::pipeline::cache::CachedTts;
 use vaani_media::pipeline::call::{CallReport, PipelineConfig};
 use vaani_media::pipeline::dialogue::EmbeddedLlm;
-use vaani_media::pipeline::embedded::{EmbeddedStt, EmbeddedTts, WebrtcVad};
+use vaani_media::pipeline::embedded::{EmbeddedFlite, EmbeddedStt, EmbeddedTts, WebrtcVad};
 use vaani_media::pipeline::engines::Engines;
 use vaani_media::services::vad::VadMode;
 
@@ -56,6 +56,16 @@ pub async fn build(
                 stt: Some(Arc::new(stt)),
                 llm: Some(Arc::new(EmbeddedLlm::new(spec.clone()))),
                 tts: Some(Arc::new(espeak)),
+                flite: if resolved
+                    .tts_chain
+                    .contains(&vaani_media::agent::TtsEngine::Flite)
+                {
+                    Some(Arc::new(
+                        EmbeddedFlite::new().context("Flite (install flite1-dev)")?,
+                    ))
+                } else {
+                    None
+                },
             },
             fallback,
             None,

@@ -102,6 +102,7 @@ async fn setup(claude: &LlmMock, dg: &WsMock, car: &WsMock) -> Call {
             ms_per_char: 10,
             log: None,
         })),
+        flite: None,
     };
     let switches = Arc::new(Mutex::new(Vec::new()));
     let s = switches.clone();

@@ -213,6 +213,8 @@ pub enum TtsEngine {
     ElevenLabs,
     /// espeak-ng.
     Embedded,
+    /// CMU Flite (16 kHz US English), the other offline voice.
+    Flite,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

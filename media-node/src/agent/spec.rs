@@ -673,6 +673,14 @@ greeting = "Hello"
         assert_eq!(r.settings.turn.end_of_turn_silence_ms, 700);
         assert_eq!(r.settings.tts.voice.as_deref(), Some("en-gb"));
         assert_eq!(r.settings.stt.model, "nova-2");
+        let s = AgentSpec::parse(&format!(
+            "{MINIMAL}[engines]\ntts = [\"flite\", \"embedded\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.resolve().tts_chain,
+            vec![TtsEngine::Flite, TtsEngine::Embedded]
+        );
     }
 
     #[test]

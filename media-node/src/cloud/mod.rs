@@ -81,6 +81,8 @@ pub struct Embedded {
     pub stt: Option<Arc<dyn SttEngine>>,
     pub llm: Option<Arc<dyn LlmEngine>>,
     pub tts: Option<Arc<dyn TtsEngine>>,
+    /// Flite, for chains that name `flite`.
+    pub flite: Option<Arc<dyn TtsEngine>>,
 }
 
 /// [`from_vars`] over the process environment.
@@ -264,7 +266,7 @@ pub fn from_vars(
         }
     }
 
-    let tts_cloud = |e: T| e != T::Embedded;
+    let tts_cloud = |e: T| !matches!(e, T::Embedded | T::Flite);
     let language = spec
         .language
         .split('-')
@@ -371,6 +373,7 @@ impl CloudEngines {
                 T::Cartesia => self.cartesia.clone().map(|c| c as Arc<dyn TtsEngine>),
                 T::ElevenLabs => self.elevenlabs.clone().map(|c| c as Arc<dyn TtsEngine>),
                 T::Embedded => embedded.tts.clone(),
+                T::Flite => embedded.flite.clone(),
             })
             .collect();
         let obs = observer.clone();
@@ -516,6 +519,7 @@ mod tests {
                 ms_per_char: 1,
                 log: None,
             })),
+            flite: None,
         };
         let e = cloud
             .engines(&a, &embedded, FallbackConfig::default(), None)

@@ -14,7 +14,7 @@ use super::engines::{
 use super::vad::VoiceDetector;
 use crate::codec::FRAME_SAMPLES;
 use crate::services::stt::{Grammar, SphinxModel};
-use crate::services::tts::EspeakTts;
+use crate::services::tts::{EspeakTts, FliteTts};
 use crate::services::vad::{Vad, VadMode};
 
 const STT: &str = "embedded-stt";
@@ -211,6 +211,48 @@ impl TtsEngine for EmbeddedTts {
                 Err(e) => {
                     let _ = tx.blocking_send(Err(EngineError::fatal(TTS, e.to_string())));
                 }
+            }
+        });
+        rx
+    }
+}
+
+/// Flite, the other offline voice (`tts = ["flite"]` in an agent's chain).
+pub struct EmbeddedFlite {
+    tts: Arc<FliteTts>,
+}
+
+impl EmbeddedFlite {
+    pub fn new() -> Result<Self, EngineError> {
+        Ok(EmbeddedFlite {
+            tts: Arc::new(FliteTts::new().map_err(|e| EngineError::fatal("flite", e.to_string()))?),
+        })
+    }
+}
+
+impl TtsEngine for EmbeddedFlite {
+    fn name(&self) -> &'static str {
+        "flite"
+    }
+
+    fn synthesize(
+        &self,
+        text: &str,
+        _voice: Option<&str>,
+    ) -> mpsc::Receiver<Result<TtsEvent, EngineError>> {
+        let (tx, rx) = mpsc::channel(4);
+        let tts = self.tts.clone();
+        let text = text.to_string();
+        tokio::task::spawn_blocking(move || {
+            let characters = text.chars().count() as u64;
+            let ev = tts
+                .synthesize(&text)
+                .map(TtsEvent::Audio)
+                .map_err(|e| EngineError::fatal("flite", e.to_string()));
+            let ok = ev.is_ok();
+            let _ = tx.blocking_send(ev);
+            if ok {
+                let _ = tx.blocking_send(Ok(TtsEvent::Usage { characters }));
             }
         });
         rx

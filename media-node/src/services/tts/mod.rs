@@ -2,10 +2,13 @@
 //!
 //! - [`espeak`]: espeak-ng through a small hand-written FFI (`libespeak-ng`): formant
 //!   synthesis, robotic but clear, ~ms per sentence, dozens of languages.
+//! - [`flite`]: CMU Flite's 16 kHz US English diphone voice, the alternative (`tts = "flite"`).
 
 pub mod espeak;
+pub mod flite;
 
 pub use espeak::EspeakTts;
+pub use flite::FliteTts;
 
 /// What can go wrong synthesizing speech.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
