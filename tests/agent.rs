@@ -135,6 +135,53 @@ fn billing_question_interruption_and_keys() {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     assert!(count >= 3, "{}", metrics.body);
+    // The call's end and its engine usage are on the call-events queue, under our call id.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let queued = rt.block_on(async {
+        let store = vaani_store::embedded::EmbeddedStore::open(dir.path())
+            .unwrap()
+            .stores();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen: Vec<serde_json::Value> = Vec::new();
+        loop {
+            let msgs = store
+                .queue
+                .receive(
+                    vaani_store::queues::CALL_EVENTS,
+                    10,
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+                .unwrap();
+            seen.extend(
+                msgs.iter()
+                    .map(|m| serde_json::from_str::<serde_json::Value>(&m.body).unwrap()),
+            );
+            let kinds: Vec<&str> = seen
+                .iter()
+                .filter(|v| v["call_id"] == call_id)
+                .filter_map(|v| v["kind"].as_str())
+                .collect();
+            if kinds.contains(&"media_call_ended") && kinds.contains(&"media_call_usage") {
+                break seen;
+            }
+            assert!(std::time::Instant::now() < deadline, "not queued: {seen:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let ended = queued
+        .iter()
+        .find(|v| v["kind"] == "media_call_ended" && v["call_id"] == call_id)
+        .unwrap();
+    assert_eq!(ended["transport"], "sip", "{ended}");
+    assert_eq!(ended["tenant"], "demo", "{ended}");
+    let usage = queued
+        .iter()
+        .find(|v| v["kind"] == "media_call_usage" && v["call_id"] == call_id)
+        .unwrap();
+    assert_eq!(usage["stt_engine"], "embedded", "{usage}");
+    assert!(usage["stt_audio_ms"].as_u64().unwrap() > 500, "{usage}");
+    assert!(usage["tts_characters"].as_u64().unwrap() > 20, "{usage}");
     // The SIP Call-ID finds the same call.
     let by_sip = vaani(&[
         "calls",
