@@ -167,7 +167,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.app
     );
     println!(
-        "  SIP (UDP):        {} (RTP ports {}, media address {}, allow {})",
+        "  SIP (UDP, TCP):   {} (RTP ports {}, media address {}, allow {})",
         sip.sip_uri(),
         args.rtp_ports,
         sip.advertised_addr().ip(),

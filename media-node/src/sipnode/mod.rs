@@ -26,25 +26,26 @@ mod media;
 pub mod outbound;
 pub mod ports;
 pub mod registry;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ipnet::IpNet;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::AudioFormat;
-use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport};
+use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport as MetricsTransport};
 use crate::rtp::session::SessionConfig;
 use crate::sip::sdp::{self, Codec, Direction, LocalMedia, SdpError, SessionDescription};
 use crate::sip::transaction::Timers;
 use crate::sip::uas::{CallHandle, EndReason, Uas, UasConfig, UasEvent, UasOutput};
-use crate::sip::{Host, Request, SipUri};
+use crate::sip::{Host, Request, SipUri, Transport};
 
 use admission::AdmissionPolicy;
 use app::{CallInfo, SipApp};
@@ -59,7 +60,7 @@ const SERVER: &str = "vaani";
 
 /// Settings of the SIP node.
 pub struct SipNodeConfig {
-    /// Where SIP listens (UDP).
+    /// Where SIP listens: UDP, and TCP on the same address and port.
     pub bind: SocketAddr,
     /// The address advertised in SDP and, when `bind` is a wildcard, in Contact.
     pub media_address: IpAddr,
@@ -153,6 +154,12 @@ impl SipNode {
             addr: config.bind,
             source,
         })?;
+        let listener = TcpListener::bind(local)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: local,
+                source,
+            })?;
         let host_ip = if local.ip().is_unspecified() {
             if config.media_address.is_unspecified() {
                 return Err(StartError::Wildcard(local.ip()));
@@ -195,8 +202,18 @@ impl SipNode {
         };
         let media = Media::new(rtp_ip, config.rtp_ports, config.media, shared)
             .map_err(StartError::Media)?;
+        let (tcp_tx, tcp_rx) = mpsc::channel(256);
+        let tcp_task = tokio::spawn(tcp::listen(
+            listener,
+            tcp_tx,
+            tcp::IDLE_TIMEOUT,
+            tcp::MAX_CONNECTIONS,
+        ));
         let driver = Driver {
             socket,
+            tcp_events: tcp_rx,
+            tcp: HashMap::new(),
+            _tcp_task: AbortOnDrop(tcp_task),
             uas,
             media,
             calls: HashMap::new(),
@@ -206,7 +223,7 @@ impl SipNode {
             shutdown: None,
         };
         let task = tokio::spawn(driver.run());
-        tracing::info!(sip = %local, %advertised, "SIP listening");
+        tracing::info!(sip = %local, %advertised, "SIP listening (UDP and TCP)");
         Ok(SipNode {
             local,
             advertised,
@@ -360,10 +377,26 @@ struct CallEntry {
     call_id: Option<String>,
     tenant: Option<String>,
     started_at: chrono::DateTime<chrono::Utc>,
+    /// The TCP connection the call came over (counted in its `calls` while the call lives).
+    tcp: Option<Arc<AtomicUsize>>,
+}
+
+/// Aborts a task when dropped (the TCP listener goes with the SIP task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Driver {
     socket: UdpSocket,
+    /// What the TCP connections read.
+    tcp_events: mpsc::Receiver<tcp::TcpEvent>,
+    /// Open TCP connections by peer address: what goes to one of them goes over it.
+    tcp: HashMap<SocketAddr, tcp::TcpConn>,
+    _tcp_task: AbortOnDrop,
     uas: Uas,
     media: Media,
     calls: HashMap<CallHandle, CallEntry>,
@@ -394,6 +427,7 @@ impl Driver {
                     Ok((n, from)) => self.uas.receive(Instant::now(), &buf[..n], from),
                     Err(e) => tracing::debug!(error = %e, "SIP receive failed"),
                 },
+                Some(ev) = self.tcp_events.recv() => self.on_tcp(ev),
                 cmd = self.commands.recv() => match cmd {
                     Some(SipCmd::Hangup { call, cause, text, reason }) => {
                         self.hang_up(Instant::now(), call, cause, &text, reason);
@@ -427,11 +461,34 @@ impl Driver {
             match out {
                 UasOutput::Transmit { to, data } => {
                     self.config.metrics.sip_datagram_sent(&data);
+                    if let Some(conn) = self.tcp.get(&to) {
+                        if let Err(e) = conn.tx.try_send(data) {
+                            tracing::debug!(%to, error = %e, "SIP TCP send dropped");
+                        }
+                        continue;
+                    }
                     if let Err(e) = self.socket.send_to(&data, to).await {
                         tracing::debug!(%to, error = %e, "SIP send failed");
                     }
                 }
                 UasOutput::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn on_tcp(&mut self, event: tcp::TcpEvent) {
+        match event {
+            tcp::TcpEvent::Opened { peer, conn } => {
+                self.tcp.insert(peer, conn);
+            }
+            tcp::TcpEvent::Message { peer, data } => {
+                self.uas
+                    .receive_on(Instant::now(), &data, peer, Transport::Tcp);
+            }
+            tcp::TcpEvent::Closed { peer, id } => {
+                if self.tcp.get(&peer).is_some_and(|c| c.id == id) {
+                    self.tcp.remove(&peer);
+                }
             }
         }
     }
@@ -579,7 +636,11 @@ impl Driver {
             answered_at: Some(chrono::Utc::now().to_rfc3339()),
             ended_at: None,
         });
-        self.config.metrics.call_started(Transport::Sip);
+        self.config.metrics.call_started(MetricsTransport::Sip);
+        let tcp = self.tcp.get(&source).map(|c| {
+            c.calls.fetch_add(1, Ordering::AcqRel);
+            c.calls.clone()
+        });
         self.calls.insert(
             call,
             CallEntry {
@@ -593,6 +654,7 @@ impl Driver {
                 sdp_version: 1,
                 hangup: None,
                 started_at: chrono::Utc::now(),
+                tcp,
             },
         );
         if let Some(plan) = plan {
@@ -781,10 +843,13 @@ impl Driver {
         if let Some(entry) = self.calls.remove(&call) {
             // Dropping the command channel stops the media task.
             self.config.active.fetch_sub(1, Ordering::AcqRel);
+            if let Some(calls) = &entry.tcp {
+                calls.fetch_sub(1, Ordering::AcqRel);
+            }
             self.config.registry.end(call.as_u64(), &label);
             let counted = end_reason(reason, entry.hangup);
             self.config.metrics.call_ended(CallEnd {
-                transport: Transport::Sip,
+                transport: MetricsTransport::Sip,
                 reason: counted,
                 call_id: entry.call_id,
                 tenant: entry.tenant,
