@@ -18,10 +18,12 @@
 //!   BYE, CANCEL, re-INVITE, INFO DTMF, OPTIONS, the trunk allowlist, 2xx retransmission;
 //!   and ([`uas::uac`]) the calls we place: INVITE, ACK, CANCEL, Digest retry.
 //! - [`stream`]: framing messages out of a TCP byte stream (Content-Length, keep-alive pings).
-//! - [`digest`]: Digest authentication (RFC 2617/7616) for the calls we place.
+//! - [`digest`]: Digest authentication (RFC 2617/7616) for the calls we place;
+//!   [`digest_server`]: challenging and checking it for calls we answer (stateless nonces).
 
 pub mod dialog;
 pub mod digest;
+pub mod digest_server;
 mod grammar;
 pub mod header;
 pub mod message;
