@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::start_dev_with;
 use vaani_media::rtp::{RtpHeader, RtpPacket};
+use vaani_media::sip::digest::{authorization, Challenge, Credentials, DigestRequest};
 use vaani_media::sip::message::{Response, SipMessage};
 use vaani_media::sip::sdp::SessionDescription;
 use vaani_media::sip::stream::{Framed, StreamFramer};
@@ -26,6 +27,8 @@ struct TcpUac {
     call_id: String,
     cseq: u32,
     to_tag: Option<String>,
+    /// Header lines added to the next requests.
+    extra: String,
 }
 
 impl TcpUac {
@@ -42,6 +45,7 @@ impl TcpUac {
             call_id: call_id.into(),
             cseq: 0,
             to_tag: None,
+            extra: String::new(),
         }
     }
 
@@ -68,12 +72,13 @@ impl TcpUac {
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} {method}\r\n\
              Contact: <sip:caller@{local};transport=tcp>\r\n\
-             {ct}Content-Length: {len}\r\n\r\n{body}",
+             {extra}{ct}Content-Length: {len}\r\n\r\n{body}",
             node = self.node,
             local = self.local,
             cseq = self.cseq,
             pid = std::process::id(),
             call_id = self.call_id,
+            extra = self.extra,
             len = body.len(),
         )
     }
@@ -290,4 +295,74 @@ fn sipp_uac_over_tcp() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `--sip-auth` with an allowlist that leaves loopback out: an INVITE without credentials gets
+/// 401 with SHA-256 and MD5 challenges, one answering the MD5 challenge with the right password
+/// is answered 200 (and the call works to BYE), and a wrong password gets 403.
+#[test]
+fn digest_auth_for_sources_outside_the_allowlist() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = start_dev_with(
+        data.path().to_str().unwrap(),
+        &["--sip-allow", "192.0.2.0/24", "--sip-auth", "trunk1:s3cret"],
+    );
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sdp = offer(rtp.local_addr().unwrap());
+    let challenge_and_answer = |uac: &mut TcpUac, password: &str| -> Response {
+        uac.extra.clear();
+        let invite = uac.request("INVITE", &sdp);
+        uac.conn.write_all(invite.as_bytes()).unwrap();
+        let got = uac.responses();
+        let r401 = got.last().unwrap();
+        assert_eq!(r401.status, 401);
+        let challenges: Vec<&str> = r401.headers.get_all("WWW-Authenticate").collect();
+        assert_eq!(challenges.len(), 2, "{challenges:?}");
+        assert!(
+            challenges[0].contains("algorithm=SHA-256"),
+            "{challenges:?}"
+        );
+        // The ACK for a non-2xx belongs to the INVITE's transaction (same branch).
+        let ack = uac
+            .request("ACK", "")
+            .replace("z9hG4bKACK", "z9hG4bKINVITE");
+        uac.conn.write_all(ack.as_bytes()).unwrap();
+        let ch = Challenge::parse(challenges[1]).unwrap();
+        assert_eq!(ch.algorithm.as_str(), "MD5");
+        let uri = format!("sip:vaani@{};transport=tcp", uac.node);
+        let auth = authorization(
+            &ch,
+            &Credentials {
+                username: "trunk1".into(),
+                password: password.into(),
+            },
+            &DigestRequest {
+                method: "INVITE",
+                uri: &uri,
+                body: b"",
+                cnonce: "c0ffee",
+                nc: 1,
+            },
+        )
+        .unwrap();
+        uac.extra = format!("Authorization: {auth}\r\n");
+        let invite = uac.request("INVITE", &sdp);
+        uac.conn.write_all(invite.as_bytes()).unwrap();
+        uac.extra.clear();
+        uac.responses().pop().unwrap()
+    };
+
+    let mut uac = TcpUac::connect(&dev.sip, "tcp-auth-1@127.0.0.1");
+    let ok = challenge_and_answer(&mut uac, "s3cret");
+    assert_eq!(ok.status, 200);
+    uac.to_tag = ok.headers.to.tag().map(str::to_string);
+    let ack = uac.request("ACK", "");
+    uac.conn.write_all(ack.as_bytes()).unwrap();
+    let bye = uac.request("BYE", "");
+    uac.conn.write_all(bye.as_bytes()).unwrap();
+    assert_eq!(uac.responses().last().map(|r| r.status), Some(200));
+
+    let mut uac = TcpUac::connect(&dev.sip, "tcp-auth-2@127.0.0.1");
+    let refused = challenge_and_answer(&mut uac, "guess");
+    assert_eq!(refused.status, 403);
 }

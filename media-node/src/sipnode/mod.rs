@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::AudioFormat;
 use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport as MetricsTransport};
 use crate::rtp::session::SessionConfig;
+use crate::sip::digest_server::Verdict;
 use crate::sip::sdp::{self, Codec, Direction, LocalMedia, SdpError, SessionDescription};
 use crate::sip::transaction::Timers;
 use crate::sip::uas::{CallHandle, EndReason, Uas, UasConfig, UasEvent, UasOutput};
@@ -65,8 +66,12 @@ pub struct SipNodeConfig {
     /// The address advertised in SDP and, when `bind` is a wildcard, in Contact.
     pub media_address: IpAddr,
     pub rtp_ports: PortRange,
-    /// Sources allowed to send SIP; others get `403`.
+    /// Sources allowed to send SIP; others get `403` (without `auth`).
     pub allow: Vec<IpNet>,
+    /// Digest authentication for sources outside `allow`: their INVITEs are challenged
+    /// (`401`), answered with the right credentials they are served, with wrong ones they get
+    /// `403`. With it, other requests from anywhere are served as from an allowed source.
+    pub auth: Option<crate::sip::digest_server::DigestVerifier>,
     pub admission: AdmissionPolicy,
     /// Calls (SIP and streams together, through `active`) above which INVITEs get `503`.
     pub max_calls: u32,
@@ -181,9 +186,19 @@ impl SipNode {
             trying_delay: Duration::ZERO,
             ..Timers::default()
         };
+        // With Digest auth the core lets every source in; INVITEs from outside `allow` are
+        // then challenged by the driver.
+        let core_allow = if config.auth.is_some() {
+            [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
+                .into_iter()
+                .filter_map(|a| IpNet::new(a, 0).ok())
+                .collect()
+        } else {
+            config.allow.clone()
+        };
         let uas = Uas::new(UasConfig {
             contact,
-            allow: config.allow.clone(),
+            allow: core_allow,
             timers,
             seed: random_u64(),
             server: SERVER.into(),
@@ -541,6 +556,40 @@ impl Driver {
         if self.shutdown.is_some() || self.config.metrics.is_draining() {
             tracing::info!(%source, "INVITE refused: node draining");
             return self.reject(now, call, 503, &[("Retry-After", "5")]);
+        }
+        if let Some(auth) = &self.config.auth {
+            let ip = match source.ip() {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source.ip(), IpAddr::V4),
+                v4 => v4,
+            };
+            if !self.config.allow.iter().any(|n| n.contains(&ip)) {
+                let now_unix = chrono::Utc::now().timestamp().max(0).unsigned_abs();
+                let verdict = auth.verify(
+                    invite.method.as_str(),
+                    &invite.uri.to_string(),
+                    invite.headers.get("Authorization"),
+                    now_unix,
+                );
+                match verdict {
+                    Verdict::Valid => {
+                        tracing::info!(%source, "INVITE authenticated (Digest)");
+                    }
+                    Verdict::Missing | Verdict::Stale => {
+                        let stale = verdict == Verdict::Stale;
+                        tracing::info!(%source, stale, "INVITE challenged (401)");
+                        let challenges = auth.challenges(now_unix, stale);
+                        let extra: Vec<(&str, &str)> = challenges
+                            .iter()
+                            .map(|c| ("WWW-Authenticate", c.as_str()))
+                            .collect();
+                        return self.reject(now, call, 401, &extra);
+                    }
+                    Verdict::Invalid => {
+                        tracing::warn!(%source, "INVITE refused: bad Digest credentials");
+                        return self.reject(now, call, 403, &[]);
+                    }
+                }
+            }
         }
         // Capacity: reserve a slot first so a burst cannot overshoot.
         let open = self.config.active.fetch_add(1, Ordering::AcqRel);
