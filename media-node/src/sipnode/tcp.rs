@@ -133,7 +133,7 @@ async fn run_connection(
                             if let Some(reply) = e.reply(&tag) {
                                 let _ = stream.write_all(&reply).await;
                             }
-                            let _ = stream.shutdown().await;
+                            close_gracefully(&mut stream).await;
                             return;
                         }
                     }
@@ -155,5 +155,111 @@ async fn run_connection(
                 deadline = tokio::time::Instant::now() + idle;
             }
         }
+    }
+}
+
+/// Closes our side, then reads and drops what the peer still sends (for at most a second and
+/// 256 KiB), so that closing with unread bytes does not reset the connection and destroy the
+/// `400` just written.
+async fn close_gracefully(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    async fn setup(idle: Duration, max: usize) -> (SocketAddr, mpsc::Receiver<TcpEvent>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(listen(listener, tx, idle, max));
+        (addr, rx)
+    }
+
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn messages_pings_writes_and_idle_close() {
+        let (addr, mut rx) = setup(Duration::from_millis(300), 8).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let Some(TcpEvent::Opened { peer, conn }) = rx.recv().await else {
+            panic!("no Opened")
+        };
+        assert_eq!(peer, c.local_addr().unwrap());
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        c.write_all(&msg[..10]).await.unwrap();
+        c.write_all(&msg[10..]).await.unwrap();
+        let Some(TcpEvent::Message { data, .. }) = rx.recv().await else {
+            panic!("no Message")
+        };
+        assert_eq!(data, msg);
+        c.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        c.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"\r\n");
+        conn.tx.send(b"hello".to_vec()).await.unwrap();
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        // A call on the connection keeps it open past the idle timeout…
+        conn.calls.fetch_add(1, Ordering::AcqRel);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c.write_all(b"\r\n\r\n").await.unwrap();
+        c.read_exact(&mut pong).await.unwrap();
+        // …and without one it is closed.
+        conn.calls.fetch_sub(1, Ordering::AcqRel);
+        assert!(closed(&mut c).await);
+        assert!(matches!(rx.recv().await, Some(TcpEvent::Closed { id, .. }) if id == conn.id));
+    }
+
+    #[tokio::test]
+    async fn bad_framing_gets_400_and_close() {
+        let (addr, mut rx) = setup(Duration::from_secs(60), 8).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // Held: dropping the SIP task's end of a connection closes it.
+        let _opened = rx.recv().await;
+        c.write_all(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK1\r\n\
+              From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: q\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("SIP/2.0 400 "), "{text}");
+        assert!(matches!(rx.recv().await, Some(TcpEvent::Closed { .. })));
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused() {
+        let (addr, mut rx) = setup(Duration::from_secs(60), 1).await;
+        let _first = TcpStream::connect(addr).await.unwrap();
+        let opened = rx.recv().await;
+        assert!(matches!(opened, Some(TcpEvent::Opened { .. })));
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert!(closed(&mut second).await);
     }
 }
