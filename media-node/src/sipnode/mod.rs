@@ -149,22 +149,32 @@ impl SipNode {
         {
             return Err(StartError::NoCodec);
         }
-        let socket = UdpSocket::bind(config.bind)
-            .await
-            .map_err(|source| StartError::Bind {
+        // UDP and TCP share the port; when the OS picks it (port 0), another program may hold
+        // the same number on TCP: pick again a few times.
+        let mut attempt = 0;
+        let (socket, local, listener) = loop {
+            attempt += 1;
+            let socket = UdpSocket::bind(config.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| StartError::Bind {
                 addr: config.bind,
                 source,
             })?;
-        let local = socket.local_addr().map_err(|source| StartError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-        let listener = TcpListener::bind(local)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: local,
-                source,
-            })?;
+            match TcpListener::bind(local).await {
+                Ok(listener) => break (socket, local, listener),
+                Err(_) if config.bind.port() == 0 && attempt < 8 => continue,
+                Err(source) => {
+                    return Err(StartError::Bind {
+                        addr: local,
+                        source,
+                    })
+                }
+            }
+        };
         let host_ip = if local.ip().is_unspecified() {
             if config.media_address.is_unspecified() {
                 return Err(StartError::Wildcard(local.ip()));
