@@ -447,6 +447,7 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
         media_address: a.sip.ip(),
         rtp_ports: a.rtp_ports,
         allow: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
+        auth: None,
         admission: AdmissionPolicy {
             token_key: Arc::new(Vec::new()),
             default_tenant: None,

@@ -121,6 +121,16 @@ pub struct DevArgs {
     /// them); without it, allowlisted sources may call directly (sipp, a softphone).
     #[arg(long)]
     pub sip_require_token: bool,
+    /// Digest credentials (USER:PASSWORD) that SIP peers outside --sip-allow must answer the
+    /// node's 401 challenge with; wrong ones get 403. Prefer the environment variable: a
+    /// command-line password shows in `ps`.
+    #[arg(
+        long,
+        env = "VAANI_SIP_AUTH",
+        value_name = "USER:PASSWORD",
+        hide_env_values = true
+    )]
+    pub sip_auth: Option<String>,
     /// Send calls the node places (`POST /node/calls`, `vaani dial`) whose target host is a
     /// name to this proxy (IP:port; the node does no DNS). Without it, targets must be IPs.
     #[arg(long, value_name = "ADDR")]

@@ -169,7 +169,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.app
     );
     println!(
-        "  SIP (UDP):        {} (RTP ports {}, media address {}, allow {})",
+        "  SIP (UDP, TCP):   {} (RTP ports {}, media address {}, allow {}{})",
         sip.sip_uri(),
         args.rtp_ports,
         sip.advertised_addr().ip(),
@@ -177,7 +177,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        if args.sip_auth.is_some() {
+            ", others with Digest"
+        } else {
+            ""
+        }
     );
     println!("  SIP calls:        {base_url}/debug/sip/calls");
     println!("  place a call:     POST {base_url}/node/calls (vaani dial sip:user@IP:PORT)");
@@ -408,6 +413,7 @@ async fn start_sip(
         media_address,
         rtp_ports: args.rtp_ports,
         allow: args.sip_allow.clone(),
+        auth: sip_auth(args.sip_auth.as_deref())?,
         admission: AdmissionPolicy {
             token_key,
             default_tenant: Some(DEMO_TENANT.to_string()),
@@ -617,4 +623,32 @@ async fn seed_demo_tenant(stores: &Stores) -> anyhow::Result<()> {
     }
     stores.tenants.put_tenant(&tenant).await?;
     Ok(())
+}
+
+/// The Digest verifier for `--sip-auth USER:PASSWORD` (or `VAANI_SIP_AUTH`), with a fresh
+/// random key for its nonces.
+fn sip_auth(
+    value: Option<&str>,
+) -> anyhow::Result<Option<vaani_media::sip::digest_server::DigestVerifier>> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let Some((user, password)) = value.split_once(':') else {
+        // The value holds a password: never echo it.
+        anyhow::bail!("--sip-auth / VAANI_SIP_AUTH must be USER:PASSWORD");
+    };
+    if user.is_empty() || password.is_empty() || user.contains(['"', '\\']) {
+        anyhow::bail!("--sip-auth / VAANI_SIP_AUTH must be USER:PASSWORD (both non-empty)");
+    }
+    let key: [u8; 32] = crate::local::random_bytes(32)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("short read from /dev/urandom"))?;
+    Ok(Some(vaani_media::sip::digest_server::DigestVerifier::new(
+        "vaani",
+        vaani_media::sip::digest::Credentials {
+            username: user.to_string(),
+            password: password.to_string(),
+        },
+        key,
+    )))
 }

@@ -881,3 +881,71 @@ proptest! {
         prop_assert!(h.uas.next_deadline().is_none());
     }
 }
+
+/// A call over TCP: every response, the 2xx's retransmissions and our BYE go back to the
+/// connection's address (not the Via's sent-by port), the BYE's Via says TCP, and a request
+/// from outside the allowlist gets its 403 on the connection too.
+#[test]
+fn tcp_call_goes_back_on_the_connection() {
+    use vaani_media::sip::Transport;
+    let mut h = H::new();
+    let conn: SocketAddr = "192.0.2.10:41000".parse().unwrap();
+    let inv = invite("z9hG4bKtcp").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    h.uas
+        .receive_on(h.now, inv.as_bytes(), conn, Transport::Tcp);
+    h.drain();
+    let call = h.incoming().unwrap();
+    h.uas.accept(h.now, call, Bytes::new()).unwrap();
+    h.drain();
+    h.at(MS(600));
+    let out = h.take();
+    let sent: Vec<(SocketAddr, u16)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Out::Sent(_, to, SipMessage::Response(r)) => Some((*to, r.status)),
+            _ => None,
+        })
+        .collect();
+    // 100, 200, and the 200 again at T1 (the UAS core's job whatever the transport).
+    assert_eq!(sent, [(conn, 100), (conn, 200), (conn, 200)]);
+    let tag = out
+        .iter()
+        .find_map(|o| match o {
+            Out::Sent(_, _, SipMessage::Response(r)) if r.status == 200 => {
+                r.headers.to.tag().map(str::to_string)
+            }
+            _ => None,
+        })
+        .unwrap();
+    let ack =
+        req("ACK", "z9hG4bKtack", 1, Some(&tag), "", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    h.uas
+        .receive_on(h.now, ack.as_bytes(), conn, Transport::Tcp);
+    h.drain();
+    h.uas.hangup(h.now, call, 200, "done").unwrap();
+    h.drain();
+    h.at(MS(5000));
+    let out = h.take();
+    let byes: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Out::Sent(_, to, SipMessage::Request(r)) if r.method == Method::Bye => {
+                Some((*to, r.headers.top_via().unwrap().transport.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    // Sent once: no retransmission over a reliable transport.
+    assert_eq!(byes, [(conn, Transport::Tcp)]);
+
+    let outsider: SocketAddr = "198.51.100.7:42000".parse().unwrap();
+    let inv = invite("z9hG4bKout").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    h.uas
+        .receive_on(h.now, inv.as_bytes(), outsider, Transport::Tcp);
+    h.drain();
+    let out = h.take();
+    assert!(matches!(
+        out.as_slice(),
+        [Out::Sent(_, to, SipMessage::Response(r))] if *to == outsider && r.status == 403
+    ));
+}

@@ -271,7 +271,7 @@ fn quote_safe(s: &str) -> String {
 
 /// Splits `name=value, name="quoted value", …` (values unquoted, escapes removed). `None` when
 /// the list is malformed.
-fn auth_params(s: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn auth_params(s: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {

@@ -17,14 +17,18 @@
 //! - [`uas`]: the user-agent core on top of the transactions: calls from INVITE to
 //!   BYE, CANCEL, re-INVITE, INFO DTMF, OPTIONS, the trunk allowlist, 2xx retransmission;
 //!   and ([`uas::uac`]) the calls we place: INVITE, ACK, CANCEL, Digest retry.
-//! - [`digest`]: Digest authentication (RFC 2617/7616) for the calls we place.
+//! - [`stream`]: framing messages out of a TCP byte stream (Content-Length, keep-alive pings).
+//! - [`digest`]: Digest authentication (RFC 2617/7616) for the calls we place;
+//!   [`digest_server`]: challenging and checking it for calls we answer (stateless nonces).
 
 pub mod dialog;
 pub mod digest;
+pub mod digest_server;
 mod grammar;
 pub mod header;
 pub mod message;
 pub mod sdp;
+pub mod stream;
 pub mod transaction;
 pub mod uas;
 pub mod uri;

@@ -265,6 +265,9 @@ struct Call {
     invite: Request,
     invite_tx: TransactionId,
     source: SocketAddr,
+    /// What the call's INVITE came over; over a stream, everything of the call goes back to
+    /// `source` (the connection).
+    transport: Transport,
     local_tag: String,
     dialog: Option<Dialog>,
     /// A re-INVITE waiting for the driver's answer.
@@ -404,6 +407,13 @@ impl Uas {
             }
     }
 
+    /// The transport of a call's INVITE (UDP for calls we placed or do not know).
+    fn call_transport(&self, call: CallHandle) -> Transport {
+        self.calls
+            .get(&call)
+            .map_or(Transport::Udp, |c| c.transport.clone())
+    }
+
     fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) {
         self.out.push_back(UasOutput::Transmit { to, data });
     }
@@ -414,6 +424,20 @@ impl Uas {
 
     /// A datagram arrived from `source`.
     pub fn receive(&mut self, now: Instant, data: &[u8], source: SocketAddr) {
+        self.receive_on(now, data, source, Transport::Udp);
+    }
+
+    /// A message arrived from `source` over `transport`: a datagram, or one message framed
+    /// out of a stream ([`super::stream`]). Over a stream transport, responses and the
+    /// requests of a call it started go back to `source`, which the driver maps to the
+    /// connection (RFC 3261 §18.2.2; connection reuse as in RFC 5923).
+    pub fn receive_on(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+    ) {
         self.counters.datagrams += 1;
         let allowed = self.allowed(source.ip());
         let message = match SipMessage::parse(data) {
@@ -441,7 +465,11 @@ impl Uas {
                     tracing::info!(%source, method = %r.method, "request from a source outside the allowlist: 403");
                     let tag = self.ids.tag();
                     let resp = with_server(r.response(403, Some(&tag)), &self.config.server);
-                    let to = reply_address(r, source);
+                    let to = if transport.is_reliable() {
+                        source
+                    } else {
+                        reply_address(r, source)
+                    };
                     self.transmit(to, resp.to_bytes());
                 }
             }
@@ -452,7 +480,7 @@ impl Uas {
             message,
             Peer {
                 addr: source,
-                transport: Transport::Udp,
+                transport,
             },
         );
         self.pump(now);
@@ -584,7 +612,7 @@ impl Uas {
 
     fn on_tu(&mut self, now: Instant, ev: TuEvent) {
         match ev {
-            TuEvent::Request { tx, request, from } => self.on_request(now, tx, request, from.addr),
+            TuEvent::Request { tx, request, from } => self.on_request(now, tx, request, from),
             TuEvent::Ack { request, .. } => self.on_ack(now, &request),
             TuEvent::Response { tx, response } => {
                 if self.by_uac_tx.contains_key(&tx) {
@@ -620,13 +648,7 @@ impl Uas {
         }
     }
 
-    fn on_request(
-        &mut self,
-        now: Instant,
-        tx: TransactionId,
-        request: Request,
-        source: SocketAddr,
-    ) {
+    fn on_request(&mut self, now: Instant, tx: TransactionId, request: Request, from: Peer) {
         // §8.2.2.1: only SIP URIs reach a UA.
         if request.uri.as_sip().is_none() {
             return self.reply(now, tx, &request, 416, &[]);
@@ -646,7 +668,7 @@ impl Uas {
             }
         }
         match request.method {
-            Method::Invite => self.on_invite(now, tx, request, source),
+            Method::Invite => self.on_invite(now, tx, request, from),
             Method::Bye => self.on_bye(now, tx, &request),
             Method::Cancel => self.on_cancel(now, tx, &request),
             Method::Options => self.reply(
@@ -671,7 +693,11 @@ impl Uas {
         }
     }
 
-    fn on_invite(&mut self, now: Instant, tx: TransactionId, request: Request, source: SocketAddr) {
+    fn on_invite(&mut self, now: Instant, tx: TransactionId, request: Request, from: Peer) {
+        let Peer {
+            addr: source,
+            transport,
+        } = from;
         if let Some(id) = DialogId::of_incoming(&request) {
             return self.on_reinvite(now, tx, request, &id);
         }
@@ -707,6 +733,7 @@ impl Uas {
                 invite: request.clone(),
                 invite_tx: tx,
                 source,
+                transport,
                 local_tag,
                 dialog: None,
                 reinvite: None,
@@ -911,7 +938,7 @@ impl Uas {
     /// Sends BYE in the call's dialog; the call is `Terminating` until its transaction ends.
     fn send_bye(&mut self, now: Instant, call: CallHandle, cause: u16, text: &str) {
         self.drop_refer_in(now, call);
-        let via = self.our_via();
+        let via = self.our_via_for(self.call_transport(call));
         let server = self.config.server.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -928,13 +955,9 @@ impl Uas {
         if !server.is_empty() {
             req.headers.push("User-Agent", server);
         }
-        let to = d.next_hop().unwrap_or(c.source);
+        let peer = in_dialog_peer(c.source, &c.transport, d);
         c.state = CallState::Terminating;
         c.pending = None;
-        let peer = Peer {
-            addr: to,
-            transport: Transport::Udp,
-        };
         match self.tx.send_request(now, req, peer) {
             Ok(btx) => {
                 if let Some(c) = self.calls.get_mut(&call) {
@@ -952,9 +975,14 @@ impl Uas {
     /// A Via for a new request of ours: our address, a fresh branch, and `rport` (RFC 3581)
     /// so responses come back to the port we sent from.
     fn our_via(&mut self) -> Via {
+        self.our_via_for(Transport::Udp)
+    }
+
+    /// [`Self::our_via`] naming `transport` (a call that came over TCP).
+    fn our_via_for(&mut self, transport: Transport) -> Via {
         let branch = branch_from(self.ids.next());
         let contact = &self.config.contact;
-        let mut via = Via::new(Transport::Udp, contact.host.clone(), contact.port, &branch);
+        let mut via = Via::new(transport, contact.host.clone(), contact.port, &branch);
         via.params
             .push(super::uri::Param::new("rport", None::<String>));
         via
@@ -1011,7 +1039,11 @@ impl Uas {
         let first_retransmit = (!timers.t1.is_zero()).then(|| now + timers.t1);
         c.pending = Some(Pending2xx {
             data: resp.to_bytes(),
-            to: reply_address(&request, c.source),
+            to: if c.transport.is_reliable() {
+                c.source
+            } else {
+                reply_address(&request, c.source)
+            },
             cseq: request.headers.cseq.seq,
             interval: timers.t1,
             next_at: first_retransmit,
@@ -1127,6 +1159,22 @@ impl Uas {
         for call in self.live_calls() {
             let _ = self.hangup(now, call, cause, text);
         }
+    }
+}
+
+/// Where a request of ours in a call's dialog goes: over a stream, back on the connection the
+/// call came in on; over UDP to the first Route or remote target (when an IP literal), else
+/// to the address the call's INVITE came from (or went to).
+fn in_dialog_peer(source: SocketAddr, transport: &Transport, dialog: &Dialog) -> Peer {
+    if transport.is_reliable() {
+        return Peer {
+            addr: source,
+            transport: transport.clone(),
+        };
+    }
+    Peer {
+        addr: dialog.next_hop().unwrap_or(source),
+        transport: Transport::Udp,
     }
 }
 

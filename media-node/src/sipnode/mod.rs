@@ -26,25 +26,27 @@ mod media;
 pub mod outbound;
 pub mod ports;
 pub mod registry;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ipnet::IpNet;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::AudioFormat;
-use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport};
+use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport as MetricsTransport};
 use crate::rtp::session::SessionConfig;
+use crate::sip::digest_server::Verdict;
 use crate::sip::sdp::{self, Codec, Direction, LocalMedia, SdpError, SessionDescription};
 use crate::sip::transaction::Timers;
 use crate::sip::uas::{CallHandle, EndReason, Uas, UasConfig, UasEvent, UasOutput};
-use crate::sip::{Host, Request, SipUri};
+use crate::sip::{Host, Request, SipUri, Transport};
 
 use admission::AdmissionPolicy;
 use app::{CallInfo, SipApp};
@@ -59,13 +61,17 @@ const SERVER: &str = "vaani";
 
 /// Settings of the SIP node.
 pub struct SipNodeConfig {
-    /// Where SIP listens (UDP).
+    /// Where SIP listens: UDP, and TCP on the same address and port.
     pub bind: SocketAddr,
     /// The address advertised in SDP and, when `bind` is a wildcard, in Contact.
     pub media_address: IpAddr,
     pub rtp_ports: PortRange,
-    /// Sources allowed to send SIP; others get `403`.
+    /// Sources allowed to send SIP; others get `403` (without `auth`).
     pub allow: Vec<IpNet>,
+    /// Digest authentication for sources outside `allow`: their INVITEs are challenged
+    /// (`401`), answered with the right credentials they are served, with wrong ones they get
+    /// `403`. With it, other requests from anywhere are served as from an allowed source.
+    pub auth: Option<crate::sip::digest_server::DigestVerifier>,
     pub admission: AdmissionPolicy,
     /// Calls (SIP and streams together, through `active`) above which INVITEs get `503`.
     pub max_calls: u32,
@@ -148,16 +154,32 @@ impl SipNode {
         {
             return Err(StartError::NoCodec);
         }
-        let socket = UdpSocket::bind(config.bind)
-            .await
-            .map_err(|source| StartError::Bind {
+        // UDP and TCP share the port; when the OS picks it (port 0), another program may hold
+        // the same number on TCP: pick again a few times.
+        let mut attempt = 0;
+        let (socket, local, listener) = loop {
+            attempt += 1;
+            let socket = UdpSocket::bind(config.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| StartError::Bind {
                 addr: config.bind,
                 source,
             })?;
-        let local = socket.local_addr().map_err(|source| StartError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+            match TcpListener::bind(local).await {
+                Ok(listener) => break (socket, local, listener),
+                Err(_) if config.bind.port() == 0 && attempt < 8 => continue,
+                Err(source) => {
+                    return Err(StartError::Bind {
+                        addr: local,
+                        source,
+                    })
+                }
+            }
+        };
         let host_ip = if local.ip().is_unspecified() {
             if config.media_address.is_unspecified() {
                 return Err(StartError::Wildcard(local.ip()));
@@ -179,9 +201,19 @@ impl SipNode {
             trying_delay: Duration::ZERO,
             ..Timers::default()
         };
+        // With Digest auth the core lets every source in; INVITEs from outside `allow` are
+        // then challenged by the driver.
+        let core_allow = if config.auth.is_some() {
+            [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
+                .into_iter()
+                .filter_map(|a| IpNet::new(a, 0).ok())
+                .collect()
+        } else {
+            config.allow.clone()
+        };
         let uas = Uas::new(UasConfig {
             contact,
-            allow: config.allow.clone(),
+            allow: core_allow,
             timers,
             seed: random_u64(),
             server: SERVER.into(),
@@ -200,8 +232,18 @@ impl SipNode {
         };
         let media = Media::new(rtp_ip, config.rtp_ports, config.media, shared)
             .map_err(StartError::Media)?;
+        let (tcp_tx, tcp_rx) = mpsc::channel(256);
+        let tcp_task = tokio::spawn(tcp::listen(
+            listener,
+            tcp_tx,
+            tcp::IDLE_TIMEOUT,
+            tcp::MAX_CONNECTIONS,
+        ));
         let driver = Driver {
             socket,
+            tcp_events: tcp_rx,
+            tcp: HashMap::new(),
+            _tcp_task: AbortOnDrop(tcp_task),
             uas,
             media,
             calls: HashMap::new(),
@@ -211,7 +253,7 @@ impl SipNode {
             shutdown: None,
         };
         let task = tokio::spawn(driver.run());
-        tracing::info!(sip = %local, %advertised, "SIP listening");
+        tracing::info!(sip = %local, %advertised, "SIP listening (UDP and TCP)");
         Ok(SipNode {
             local,
             advertised,
@@ -365,10 +407,26 @@ struct CallEntry {
     call_id: Option<String>,
     tenant: Option<String>,
     started_at: chrono::DateTime<chrono::Utc>,
+    /// The TCP connection the call came over (counted in its `calls` while the call lives).
+    tcp: Option<Arc<AtomicUsize>>,
+}
+
+/// Aborts a task when dropped (the TCP listener goes with the SIP task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Driver {
     socket: UdpSocket,
+    /// What the TCP connections read.
+    tcp_events: mpsc::Receiver<tcp::TcpEvent>,
+    /// Open TCP connections by peer address: what goes to one of them goes over it.
+    tcp: HashMap<SocketAddr, tcp::TcpConn>,
+    _tcp_task: AbortOnDrop,
     uas: Uas,
     media: Media,
     calls: HashMap<CallHandle, CallEntry>,
@@ -399,6 +457,7 @@ impl Driver {
                     Ok((n, from)) => self.uas.receive(Instant::now(), &buf[..n], from),
                     Err(e) => tracing::debug!(error = %e, "SIP receive failed"),
                 },
+                Some(ev) = self.tcp_events.recv() => self.on_tcp(ev),
                 cmd = self.commands.recv() => match cmd {
                     Some(SipCmd::Hangup { call, cause, text, reason }) => {
                         self.hang_up(Instant::now(), call, cause, &text, reason);
@@ -435,11 +494,34 @@ impl Driver {
             match out {
                 UasOutput::Transmit { to, data } => {
                     self.config.metrics.sip_datagram_sent(&data);
+                    if let Some(conn) = self.tcp.get(&to) {
+                        if let Err(e) = conn.tx.try_send(data) {
+                            tracing::debug!(%to, error = %e, "SIP TCP send dropped");
+                        }
+                        continue;
+                    }
                     if let Err(e) = self.socket.send_to(&data, to).await {
                         tracing::debug!(%to, error = %e, "SIP send failed");
                     }
                 }
                 UasOutput::Event(e) => self.on_event(e),
+            }
+        }
+    }
+
+    fn on_tcp(&mut self, event: tcp::TcpEvent) {
+        match event {
+            tcp::TcpEvent::Opened { peer, conn } => {
+                self.tcp.insert(peer, conn);
+            }
+            tcp::TcpEvent::Message { peer, data } => {
+                self.uas
+                    .receive_on(Instant::now(), &data, peer, Transport::Tcp);
+            }
+            tcp::TcpEvent::Closed { peer, id } => {
+                if self.tcp.get(&peer).is_some_and(|c| c.id == id) {
+                    self.tcp.remove(&peer);
+                }
             }
         }
     }
@@ -492,6 +574,40 @@ impl Driver {
         if self.shutdown.is_some() || self.config.metrics.is_draining() {
             tracing::info!(%source, "INVITE refused: node draining");
             return self.reject(now, call, 503, &[("Retry-After", "5")]);
+        }
+        if let Some(auth) = &self.config.auth {
+            let ip = match source.ip() {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source.ip(), IpAddr::V4),
+                v4 => v4,
+            };
+            if !self.config.allow.iter().any(|n| n.contains(&ip)) {
+                let now_unix = chrono::Utc::now().timestamp().max(0).unsigned_abs();
+                let verdict = auth.verify(
+                    invite.method.as_str(),
+                    &invite.uri.to_string(),
+                    invite.headers.get("Authorization"),
+                    now_unix,
+                );
+                match verdict {
+                    Verdict::Valid => {
+                        tracing::info!(%source, "INVITE authenticated (Digest)");
+                    }
+                    Verdict::Missing | Verdict::Stale => {
+                        let stale = verdict == Verdict::Stale;
+                        tracing::info!(%source, stale, "INVITE challenged (401)");
+                        let challenges = auth.challenges(now_unix, stale);
+                        let extra: Vec<(&str, &str)> = challenges
+                            .iter()
+                            .map(|c| ("WWW-Authenticate", c.as_str()))
+                            .collect();
+                        return self.reject(now, call, 401, &extra);
+                    }
+                    Verdict::Invalid => {
+                        tracing::warn!(%source, "INVITE refused: bad Digest credentials");
+                        return self.reject(now, call, 403, &[]);
+                    }
+                }
+            }
         }
         // Capacity: reserve a slot first so a burst cannot overshoot.
         let open = self.config.active.fetch_add(1, Ordering::AcqRel);
@@ -587,7 +703,11 @@ impl Driver {
             answered_at: Some(chrono::Utc::now().to_rfc3339()),
             ended_at: None,
         });
-        self.config.metrics.call_started(Transport::Sip);
+        self.config.metrics.call_started(MetricsTransport::Sip);
+        let tcp = self.tcp.get(&source).map(|c| {
+            c.calls.fetch_add(1, Ordering::AcqRel);
+            c.calls.clone()
+        });
         self.calls.insert(
             call,
             CallEntry {
@@ -601,6 +721,7 @@ impl Driver {
                 sdp_version: 1,
                 hangup: None,
                 started_at: chrono::Utc::now(),
+                tcp,
             },
         );
         if let Some(plan) = plan {
@@ -789,10 +910,13 @@ impl Driver {
         if let Some(entry) = self.calls.remove(&call) {
             // Dropping the command channel stops the media task.
             self.config.active.fetch_sub(1, Ordering::AcqRel);
+            if let Some(calls) = &entry.tcp {
+                calls.fetch_sub(1, Ordering::AcqRel);
+            }
             self.config.registry.end(call.as_u64(), &label);
             let counted = end_reason(reason, entry.hangup);
             self.config.metrics.call_ended(CallEnd {
-                transport: Transport::Sip,
+                transport: MetricsTransport::Sip,
                 reason: counted,
                 call_id: entry.call_id,
                 tenant: entry.tenant,

@@ -324,6 +324,7 @@ impl Driver {
                 sdp_version: 1,
                 hangup: None,
                 started_at: chrono::Utc::now(),
+                tcp: None,
             },
         );
         Ok(Dialed {

@@ -19,9 +19,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{CallHandle, CallState, Uas, UasError, UasEvent};
-use crate::sip::header::{Method, NameAddr, Transport};
+use crate::sip::header::{Method, NameAddr};
 use crate::sip::message::Request;
-use crate::sip::transaction::{Peer, TransactionId};
+use crate::sip::transaction::TransactionId;
 use crate::sip::uri::Uri;
 
 /// Where a transfer we asked for stands.
@@ -102,11 +102,11 @@ impl Uas {
         if target.as_sip().is_some_and(|u| !u.headers.is_empty()) {
             return Err(UasError::BadTarget);
         }
-        let via = self.our_via();
+        let via = self.our_via_for(self.call_transport(call));
         let contact = self.config.contact.clone();
         let server = self.config.server.clone();
         let c = self.calls.get_mut(&call).ok_or(UasError::UnknownCall)?;
-        let source = c.source;
+        let (source, transport) = (c.source, c.transport.clone());
         let d = c.dialog.as_mut().ok_or(UasError::NotConfirmed)?;
         let mut refer = d.request(Method::Refer, via);
         refer
@@ -118,11 +118,7 @@ impl Uas {
             refer.headers.push("User-Agent", server);
         }
         let id = refer.headers.cseq.seq;
-        let to = d.next_hop().unwrap_or(source);
-        let peer = Peer {
-            addr: to,
-            transport: Transport::Udp,
-        };
+        let peer = super::in_dialog_peer(source, &transport, d);
         let tx = self
             .tx
             .send_request(now, refer, peer)
@@ -304,13 +300,13 @@ impl Uas {
 
     /// NOTIFY for the far end's REFER with a `message/sipfrag` of `status`.
     fn send_notify(&mut self, now: Instant, call: CallHandle, status: u16) {
-        let via = self.our_via();
+        let via = self.our_via_for(self.call_transport(call));
         let contact = self.config.contact.clone();
         let server = self.config.server.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let source = c.source;
+        let (source, transport) = (c.source, c.transport.clone());
         let Some(r) = c.refer_in.as_mut() else {
             return;
         };
@@ -341,11 +337,7 @@ impl Uas {
             "SIP/2.0 {status} {}\r\n",
             crate::sip::message::reason_phrase(status)
         ));
-        let to = d.next_hop().unwrap_or(source);
-        let peer = Peer {
-            addr: to,
-            transport: Transport::Udp,
-        };
+        let peer = super::in_dialog_peer(source, &transport, d);
         if let Err(e) = self.tx.send_request(now, notify, peer) {
             tracing::debug!(call = %call, error = %e, "NOTIFY refused by the transaction layer");
         }

@@ -152,6 +152,7 @@ impl Uas {
                 invite,
                 invite_tx: tx,
                 source: dial.next_hop,
+                transport: Transport::Udp,
                 local_tag,
                 dialog: None,
                 reinvite: None,

@@ -1,0 +1,265 @@
+//! SIP over TCP (RFC 3261 §18.3): the listener beside the UDP socket and one task per
+//! connection.
+//!
+//! A connection task reads, frames messages out of the stream ([`crate::sip::stream`]) and
+//! hands each, with the peer's address, to the SIP task; it answers CRLF pings itself, and on
+//! a framing error (no or a bad `Content-Length`, a message over 64 KiB) writes the `400`
+//! when it can and closes. The SIP task writes through the connection's queue
+//! ([`TcpConn`]): responses and requests for an address that has a connection go there,
+//! everything else over UDP. A connection with no traffic for [`IDLE_TIMEOUT`] and no call
+//! on it is closed; at most [`MAX_CONNECTIONS`] are open at once (more are refused).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::sip::stream::{Framed, StreamFramer};
+
+/// No traffic for this long, and no call on it: the connection is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Connections open at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Messages queued for one connection's writer; beyond, sends to it are dropped.
+const QUEUE: usize = 64;
+
+/// What connection tasks tell the SIP task.
+#[derive(Debug)]
+pub(crate) enum TcpEvent {
+    Opened { peer: SocketAddr, conn: TcpConn },
+    Message { peer: SocketAddr, data: Vec<u8> },
+    Closed { peer: SocketAddr, id: u64 },
+}
+
+/// The SIP task's handle on one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpConn {
+    pub id: u64,
+    /// Bytes to write.
+    pub tx: mpsc::Sender<Vec<u8>>,
+    /// Calls using the connection: while any, it is not closed for idleness.
+    pub calls: Arc<AtomicUsize>,
+}
+
+/// Accepts connections until the SIP task goes away.
+pub(crate) async fn listen(
+    listener: TcpListener,
+    events: mpsc::Sender<TcpEvent>,
+    idle: Duration,
+    max: usize,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut next_id = 0u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if events.is_closed() {
+            return;
+        }
+        if open.fetch_add(1, Ordering::AcqRel) >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%peer, max, "SIP TCP connection refused: too many open");
+            drop(stream);
+            continue;
+        }
+        next_id += 1;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let conn = TcpConn {
+            id: next_id,
+            tx,
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let calls = conn.calls.clone();
+        if events.send(TcpEvent::Opened { peer, conn }).await.is_err() {
+            return;
+        }
+        tracing::debug!(%peer, "SIP TCP connection");
+        let (events, open, id) = (events.clone(), open.clone(), next_id);
+        tokio::spawn(async move {
+            run_connection(stream, peer, rx, &events, calls, idle).await;
+            open.fetch_sub(1, Ordering::AcqRel);
+            let _ = events.send(TcpEvent::Closed { peer, id }).await;
+        });
+    }
+}
+
+/// One connection: reads and frames, writes what the SIP task queues, answers pings.
+async fn run_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    events: &mpsc::Sender<TcpEvent>,
+    calls: Arc<AtomicUsize>,
+    idle: Duration,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut framer = StreamFramer::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut deadline = tokio::time::Instant::now() + idle;
+    loop {
+        tokio::select! {
+            r = stream.read(&mut buf) => {
+                let n = match r {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                deadline = tokio::time::Instant::now() + idle;
+                framer.push(buf.get(..n).unwrap_or_default());
+                while let Some(frame) = framer.next_frame() {
+                    match frame {
+                        Ok(Framed::Message(data)) => {
+                            if events.send(TcpEvent::Message { peer, data }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Framed::Ping) => {
+                            if stream.write_all(b"\r\n").await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(%peer, error = %e, "SIP TCP stream unreadable: closing");
+                            let tag = format!("{:016x}", super::random_u64());
+                            if let Some(reply) = e.reply(&tag) {
+                                let _ = stream.write_all(&reply).await;
+                            }
+                            close_gracefully(&mut stream).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            out = outgoing.recv() => {
+                let Some(data) = out else { return };
+                deadline = tokio::time::Instant::now() + idle;
+                if stream.write_all(&data).await.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if calls.load(Ordering::Acquire) == 0 {
+                    tracing::debug!(%peer, "SIP TCP connection idle: closing");
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+                deadline = tokio::time::Instant::now() + idle;
+            }
+        }
+    }
+}
+
+/// Closes our side, then reads and drops what the peer still sends (for at most a second and
+/// 256 KiB), so that closing with unread bytes does not reset the connection and destroy the
+/// `400` just written.
+async fn close_gracefully(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    async fn setup(idle: Duration, max: usize) -> (SocketAddr, mpsc::Receiver<TcpEvent>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(listen(listener, tx, idle, max));
+        (addr, rx)
+    }
+
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn messages_pings_writes_and_idle_close() {
+        let (addr, mut rx) = setup(Duration::from_millis(300), 8).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let Some(TcpEvent::Opened { peer, conn }) = rx.recv().await else {
+            panic!("no Opened")
+        };
+        assert_eq!(peer, c.local_addr().unwrap());
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        c.write_all(&msg[..10]).await.unwrap();
+        c.write_all(&msg[10..]).await.unwrap();
+        let Some(TcpEvent::Message { data, .. }) = rx.recv().await else {
+            panic!("no Message")
+        };
+        assert_eq!(data, msg);
+        c.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        c.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"\r\n");
+        conn.tx.send(b"hello".to_vec()).await.unwrap();
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        // A call on the connection keeps it open past the idle timeout…
+        conn.calls.fetch_add(1, Ordering::AcqRel);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c.write_all(b"\r\n\r\n").await.unwrap();
+        c.read_exact(&mut pong).await.unwrap();
+        // …and without one it is closed.
+        conn.calls.fetch_sub(1, Ordering::AcqRel);
+        assert!(closed(&mut c).await);
+        assert!(matches!(rx.recv().await, Some(TcpEvent::Closed { id, .. }) if id == conn.id));
+    }
+
+    #[tokio::test]
+    async fn bad_framing_gets_400_and_close() {
+        let (addr, mut rx) = setup(Duration::from_secs(60), 8).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // Held: dropping the SIP task's end of a connection closes it.
+        let _opened = rx.recv().await;
+        c.write_all(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK1\r\n\
+              From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: q\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("SIP/2.0 400 "), "{text}");
+        assert!(matches!(rx.recv().await, Some(TcpEvent::Closed { .. })));
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused() {
+        let (addr, mut rx) = setup(Duration::from_secs(60), 1).await;
+        let _first = TcpStream::connect(addr).await.unwrap();
+        let opened = rx.recv().await;
+        assert!(matches!(opened, Some(TcpEvent::Opened { .. })));
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert!(closed(&mut second).await);
+    }
+}
