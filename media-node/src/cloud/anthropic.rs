@@ -89,15 +89,8 @@ impl std::fmt::Debug for AnthropicLlm {
 
 impl AnthropicLlm {
     pub fn new(cfg: AnthropicConfig, ctx: AgentContext) -> Result<Self, EngineError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .build()
-            .map_err(|e| EngineError::fatal(ENGINE, format!("HTTP client: {e}")))?;
-        let tools_http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| EngineError::fatal(ENGINE, format!("HTTP client: {e}")))?;
+        let (http, tools_http) =
+            super::llm::http_clients(ENGINE, cfg.connect_timeout, cfg.request_timeout)?;
         Ok(AnthropicLlm {
             provider: Arc::new(AnthropicProvider {
                 cfg,

@@ -228,6 +228,27 @@ pub fn input_text(input: &LlmInput) -> Option<String> {
     }
 }
 
+/// The two HTTP clients an LLM adapter needs: one for the provider's API (with the request
+/// timeout), one for the agent's tools (each call has the tool's own timeout).
+pub fn http_clients(
+    engine: &'static str,
+    connect_timeout: std::time::Duration,
+    request_timeout: std::time::Duration,
+) -> Result<(reqwest::Client, reqwest::Client), EngineError> {
+    let client = |b: reqwest::ClientBuilder| {
+        b.build()
+            .map_err(|e| EngineError::fatal(engine, format!("HTTP client: {e}")))
+    };
+    Ok((
+        client(
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .timeout(request_timeout),
+        )?,
+        client(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(3)))?,
+    ))
+}
+
 /// Everything about the agent an LLM session needs besides its API.
 #[derive(Debug, Clone)]
 pub struct AgentContext {

@@ -87,15 +87,8 @@ impl std::fmt::Debug for OpenAiLlm {
 
 impl OpenAiLlm {
     pub fn new(cfg: OpenAiConfig, ctx: AgentContext) -> Result<Self, EngineError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .build()
-            .map_err(|e| EngineError::fatal(ENGINE, format!("HTTP client: {e}")))?;
-        let tools_http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| EngineError::fatal(ENGINE, format!("HTTP client: {e}")))?;
+        let (http, tools_http) =
+            super::llm::http_clients(ENGINE, cfg.connect_timeout, cfg.request_timeout)?;
         Ok(OpenAiLlm {
             provider: Arc::new(OpenAiProvider {
                 cfg,
