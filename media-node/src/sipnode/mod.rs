@@ -78,7 +78,8 @@ pub struct SipNodeConfig {
     pub active: Arc<AtomicU32>,
     /// No RTP for this long ends the call with BYE.
     pub rtp_timeout: Duration,
-    /// Codecs offered/accepted, in our order of preference (G.711 only so far).
+    /// Codecs offered/accepted, in our order of preference: PCMU, PCMA and Opus are carried
+    /// (others are left out of offers and answers).
     pub codecs: Vec<Codec>,
     pub app: Arc<dyn SipApp>,
     pub registry: CallRegistry,
@@ -101,7 +102,7 @@ pub enum StartError {
     },
     #[error("the SIP address {0} is a wildcard: give the address to advertise")]
     Wildcard(IpAddr),
-    #[error("no codec the node can carry over RTP (PCMU/PCMA)")]
+    #[error("no codec the node can carry over RTP (PCMU/PCMA/opus)")]
     NoCodec,
     #[error("starting the media engine: {0}")]
     Media(std::io::Error),
@@ -147,11 +148,7 @@ pub struct SipNode {
 impl SipNode {
     /// Binds the SIP socket and starts the SIP task.
     pub async fn start(config: SipNodeConfig) -> Result<SipNode, StartError> {
-        if !config
-            .codecs
-            .iter()
-            .any(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
-        {
+        if !config.codecs.iter().any(carried) {
             return Err(StartError::NoCodec);
         }
         // UDP and TCP share the port; when the OS picks it (port 0), another program may hold
@@ -354,8 +351,23 @@ impl MediaPlan {
     fn format(&self) -> AudioFormat {
         match self.codec {
             Codec::Pcma => AudioFormat::PCMA,
+            Codec::Opus => AudioFormat::OPUS,
             _ => AudioFormat::PCMU,
         }
+    }
+}
+
+/// The codecs the RTP session carries.
+fn carried(c: &Codec) -> bool {
+    matches!(c, Codec::Pcmu | Codec::Pcma | Codec::Opus)
+}
+
+/// `codec` at `rate` is one we carry: G.711 at 8 kHz, Opus at 48 kHz (RFC 7587).
+fn carried_at(codec: &Codec, rate: u32) -> bool {
+    match codec {
+        Codec::Pcmu | Codec::Pcma => rate == 8000,
+        Codec::Opus => rate == 48_000,
+        _ => false,
     }
 }
 
@@ -368,16 +380,17 @@ fn plan_from_answer(answer: &SessionDescription) -> Result<MediaPlan, SdpError> 
             continue;
         }
         let codecs = m.codecs();
-        let Some((pt, codec, _)) = codecs
+        let Some((pt, codec, clock)) = codecs
             .iter()
-            .find(|(_, c, rate)| matches!(c, Codec::Pcmu | Codec::Pcma) && *rate == 8000)
+            .find(|(_, c, rate)| carried_at(c, *rate))
             .cloned()
         else {
             return Err(SdpError::NoCommonCodec);
         };
+        // Events on the audio's clock (RFC 4733 §2.1).
         let dtmf = codecs
             .iter()
-            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == 8000)
+            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == clock)
             .map(|(pt, _, _)| *pt);
         let remote = answer.media_address(i).ok_or(SdpError::NoAddress)?;
         return Ok(MediaPlan {
@@ -815,7 +828,7 @@ impl Driver {
                 .config
                 .codecs
                 .iter()
-                .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+                .filter(|c| carried(c))
                 .cloned()
                 .collect(),
             telephone_event: true,
