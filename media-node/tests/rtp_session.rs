@@ -603,3 +603,43 @@ proptest! {
         while s.poll_audio().is_some() {}
     }
 }
+
+/// Key presses in an Opus call run on its 48 kHz clock (RFC 4733 §2.1, `telephone-event/48000`):
+/// 100 ms is 4800 units, and the receiving session reports the press with its real length.
+#[test]
+fn opus_dtmf_runs_on_the_48_khz_clock() {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let node: SocketAddr = "192.0.2.1:20000".parse().unwrap();
+    let mut cfg = SessionConfig::g711(AudioFormat::OPUS, 111, 9, 1, 1);
+    cfg.dtmf_payload_type = Some(110);
+    cfg.remote = Some(node);
+    let mut s = RtpSession::new(t0, cfg).unwrap();
+    let mut rcfg = SessionConfig::g711(AudioFormat::OPUS, 111, 10, 1, 1);
+    rcfg.dtmf_payload_type = Some(110);
+    rcfg.remote = Some(peer());
+    let mut r = RtpSession::new(t0, rcfg).unwrap();
+    s.send_dtmf('9', MS(100)).unwrap();
+    let sent = run(&mut s, t0, &mut now, MS(300));
+    let events: Vec<_> = sent.iter().filter(|p| p.1.payload_type == 110).collect();
+    assert_eq!(events.len(), 7);
+    let last = TelephoneEvent::parse(&events[6].2).unwrap();
+    assert_eq!((last.event, last.end, last.duration), (9, true, 4800));
+    for (at, h, payload, _) in &sent {
+        let mut pkt = Vec::new();
+        h.write_to_vec(payload, &mut pkt).unwrap();
+        r.receive(t0 + *at, &pkt, peer());
+    }
+    r.handle_timeout(now);
+    let mut got = Vec::new();
+    while let Some(e) = r.poll_event() {
+        got.push(e);
+    }
+    assert!(
+        got.contains(&MediaEvent::Dtmf {
+            digit: '9',
+            duration: MS(100)
+        }),
+        "{got:?}"
+    );
+}
