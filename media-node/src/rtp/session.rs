@@ -299,6 +299,8 @@ pub struct Transmit {
 }
 
 /// The payload coder of a session.
+// One per session, made once and never moved: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Coder {
     /// G.711: stateless apart from resampling; a lost frame plays as silence.
