@@ -957,3 +957,52 @@ fn end_reason(ended: &EndReason, hangup: Option<CallEndReason>) -> CallEndReason
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn answer_with(m: &str) -> SessionDescription {
+        let text =
+            format!("v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n{m}");
+        SessionDescription::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn answers_to_our_offers_give_opus_or_g711_plans() {
+        // Opus on the answerer's PT with the 48 kHz telephone-event, not the 8 kHz one.
+        let a = answer_with(
+            "m=audio 4000 RTP/AVP 111 110 101\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=rtpmap:110 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let plan = plan_from_answer(&a).unwrap();
+        assert_eq!(
+            (
+                plan.codec.clone(),
+                plan.payload_type,
+                plan.dtmf_payload_type
+            ),
+            (Codec::Opus, 111, Some(110))
+        );
+        assert_eq!(plan.format(), AudioFormat::OPUS);
+        assert_eq!(plan.remote, "192.0.2.7:4000".parse::<SocketAddr>().unwrap());
+        // PCMA keeps its 8 kHz telephone-event.
+        let a = answer_with("m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n");
+        let plan = plan_from_answer(&a).unwrap();
+        assert_eq!(
+            (plan.format(), plan.payload_type, plan.dtmf_payload_type),
+            (AudioFormat::PCMA, 8, Some(101))
+        );
+        // "opus" on another clock, or G.722, is nothing we carry.
+        for m in [
+            "m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/16000/1\r\n",
+            "m=audio 4000 RTP/AVP 9\r\n",
+        ] {
+            assert_eq!(
+                plan_from_answer(&answer_with(m)).err(),
+                Some(SdpError::NoCommonCodec)
+            );
+        }
+    }
+}
