@@ -109,6 +109,15 @@ pub struct DevArgs {
         value_name = "CIDR,..."
     )]
     pub sip_allow: Vec<ipnet::IpNet>,
+    /// Codecs SIP calls offer and accept, in order of preference (comma-separated): pcmu,
+    /// pcma, opus (RFC 7587 `opus/48000/2`, sent mono).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pcmu,pcma",
+        value_name = "CODEC,..."
+    )]
+    pub sip_codecs: Vec<SipCodec>,
     /// Seconds without RTP before a SIP call is hung up.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub rtp_timeout: u64,
@@ -215,6 +224,17 @@ pub enum RtpEngine {
     Batched,
     PerPacket,
     PerCall,
+}
+
+/// A codec `vaani dev` carries over SIP/RTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SipCodec {
+    /// G.711 μ-law (payload type 0).
+    Pcmu,
+    /// G.711 A-law (payload type 8).
+    Pcma,
+    /// Opus at 48 kHz (dynamic payload type; 111 in our offers).
+    Opus,
 }
 
 /// The app a `vaani dev` node answers calls with.

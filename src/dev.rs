@@ -402,6 +402,9 @@ async fn start_sip(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<SipNode> {
     let media_address = args.media_address.unwrap_or(args.sip.ip());
+    if args.sip_codecs.is_empty() {
+        anyhow::bail!("--sip-codecs names no codec");
+    }
     if media_address.is_unspecified() {
         anyhow::bail!(
             "--sip {} listens on every address: say which one to advertise with --media-address",
@@ -422,7 +425,7 @@ async fn start_sip(
         max_calls: args.max_calls,
         active,
         rtp_timeout: std::time::Duration::from_secs(args.rtp_timeout.max(1)),
-        codecs: vec![Codec::Pcmu, Codec::Pcma],
+        codecs: sip_codecs(&args.sip_codecs),
         app,
         registry,
         metrics,
@@ -651,4 +654,21 @@ fn sip_auth(
         },
         key,
     )))
+}
+
+/// `--sip-codecs` as SDP codecs, in the order given (repeats dropped).
+fn sip_codecs(list: &[crate::cli::SipCodec]) -> Vec<Codec> {
+    use crate::cli::SipCodec;
+    let mut out = Vec::with_capacity(list.len());
+    for c in list {
+        let codec = match c {
+            SipCodec::Pcmu => Codec::Pcmu,
+            SipCodec::Pcma => Codec::Pcma,
+            SipCodec::Opus => Codec::Opus,
+        };
+        if !out.contains(&codec) {
+            out.push(codec);
+        }
+    }
+    out
 }

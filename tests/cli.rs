@@ -224,3 +224,24 @@ fn dev_serves_verified_webhooks_into_the_local_store() {
     let missing = vaani(&["calls", "show", "nope", "--data", data]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+#[test]
+fn dev_refuses_sip_codecs_it_cannot_carry() {
+    let data = tempfile::tempdir().unwrap();
+    for bad in ["g722", "pcmu,speex", ""] {
+        let out = vaani(&[
+            "dev",
+            "--http",
+            "127.0.0.1:0",
+            "--sip",
+            "127.0.0.1:0",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--sip-codecs",
+            bad,
+        ]);
+        assert!(!out.status.success(), "--sip-codecs {bad:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("sip-codecs"), "{bad:?}: {err}");
+    }
+}

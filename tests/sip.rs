@@ -5,6 +5,8 @@
 //! - A Rust UAC built on our own `sip::message` and RTP code: sends 1 s of a 440 Hz μ-law tone
 //!   paced at 20 ms and an RFC 4733 key press, checks the echoed audio's pitch (Goertzel),
 //!   the echoed key press, the digit the node logged, and BYE → 200.
+//! - Opus (RFC 7587): a Rust UAC offering only Opus to `--sip-codecs opus,pcmu` sends an
+//!   Opus tone and decodes the echoed Opus back to it.
 //! - Tokens, the allowlist, OPTIONS, malformed datagrams, and the RTP inactivity timeout.
 //!
 //! The node's view of its calls comes from `GET /debug/sip/calls`.
@@ -312,7 +314,12 @@ impl Uac {
 
     /// INVITE with an offer for `rtp`; returns the final response.
     fn invite(&mut self, rtp: SocketAddr, extra: &str) -> Response {
-        let text = self.request("INVITE", extra, &Self::offer(rtp));
+        self.invite_sdp(&Self::offer(rtp), extra)
+    }
+
+    /// INVITE with the offer `sdp`; returns the final response.
+    fn invite_sdp(&mut self, sdp: &str, extra: &str) -> Response {
+        let text = self.request("INVITE", extra, sdp);
         self.send(&text);
         let r = self.final_response();
         self.to_tag = r.headers.to.tag().map(str::to_string);
@@ -786,4 +793,144 @@ fn late_offer_answer_in_the_ack() {
     assert_eq!(from, node_rtp);
     assert_eq!(RtpPacket::parse(&buf[..n]).unwrap().payload_type, 8);
     assert_eq!(uac.bye().status, 200);
+}
+
+/// Opus end to end (RFC 7587): a UAC offering only Opus (on its own dynamic payload type 107)
+/// to `vaani dev --app echo --sip-codecs opus,pcmu` gets Opus on 107 in the 200's SDP, sends
+/// 1 s of a 440 Hz tone as 20 ms Opus packets (48 kHz timestamps), and decodes the echoed
+/// Opus back to the tone. A G.711-only caller on the same node still gets PCMU.
+#[test]
+fn rust_uac_opus_tone_is_echoed() {
+    use vaani_media::codec::opus::{OpusDecoder, OpusEncoder};
+    use vaani_media::codec::{PcmFrame, FRAME_SAMPLES};
+
+    let data = tempfile::tempdir().unwrap();
+    let dev = start_dev_with(
+        data.path().to_str().unwrap(),
+        &["--app", "echo", "--sip-codecs", "opus,pcmu"],
+    );
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut uac = Uac::new(&dev.sip, "rust-uac-opus@127.0.0.1");
+    let offer = format!(
+        "v=0\r\no=uac 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 107\r\na=rtpmap:107 opus/48000/2\r\n\
+         a=fmtp:107 useinbandfec=1\r\na=ptime:20\r\na=sendrecv\r\n",
+        rtp.local_addr().unwrap().port()
+    );
+    let ok = uac.invite_sdp(&offer, "");
+    assert_eq!(ok.status, 200);
+    let node_rtp = answer_address(&ok);
+    let sdp = String::from_utf8_lossy(&ok.body).to_string();
+    assert!(sdp.contains(" RTP/AVP 107\r\n"), "{sdp}");
+    assert!(sdp.contains("a=rtpmap:107 opus/48000/2\r\n"), "{sdp}");
+    assert!(
+        sdp.contains("a=fmtp:107 useinbandfec=1; stereo=0; sprop-stereo=0\r\n"),
+        "{sdp}"
+    );
+    uac.ack();
+    let r = call_record(&dev.addr, &uac.call_id, |r| r["state"] == "confirmed");
+    assert_eq!(r["codec"], "opus", "{r}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rx = {
+        let rtp = rtp.try_clone().unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut got: Vec<RtpHeader> = Vec::new();
+            let mut dec = OpusDecoder::new().unwrap();
+            let mut pcm: Vec<i16> = Vec::new();
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Acquire) {
+                if let Ok((n, from)) = rtp.recv_from(&mut buf) {
+                    assert_eq!(from, node_rtp, "symmetric RTP");
+                    let p = RtpPacket::parse(&buf[..n]).unwrap();
+                    assert_eq!(p.payload_type, 107, "the payload type we offered");
+                    got.push(p.header());
+                    dec.decode(p.sequence, p.payload, |f| pcm.extend_from_slice(&f.samples))
+                        .unwrap();
+                }
+            }
+            (got, pcm)
+        })
+    };
+
+    // 1 s of 440 Hz at 16 kHz, 20 ms per Opus packet, timestamps +960 (48 kHz).
+    let mut enc = OpusEncoder::new().unwrap();
+    let ssrc = 0x0905_0001;
+    let (mut seq, mut ts) = (3000u16, 77_000u32);
+    let t0 = Instant::now();
+    for k in 0..50u32 {
+        let at = t0 + Duration::from_millis(20 * u64::from(k));
+        if let Some(d) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let mut frame = PcmFrame::silence();
+        for (i, s) in frame.samples.iter_mut().enumerate() {
+            let n = (k as usize * FRAME_SAMPLES + i) as f64;
+            *s = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * n / 16_000.0).sin()) as i16;
+        }
+        let payload = enc.encode(&frame).unwrap().to_vec();
+        let mut pkt = Vec::new();
+        RtpHeader {
+            marker: k == 0,
+            payload_type: 107,
+            sequence: seq,
+            timestamp: ts,
+            ssrc,
+        }
+        .write_to_vec(&payload, &mut pkt)
+        .unwrap();
+        rtp.send_to(&pkt, node_rtp).unwrap();
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(960);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::Release);
+    let (headers, pcm) = rx.join().unwrap();
+
+    // The node's stream: 48 kHz timestamps, one 20 ms packet per sequence number.
+    assert!(headers.len() >= 60, "{} packets", headers.len());
+    for w in headers.windows(2) {
+        if w[1].sequence == w[0].sequence.wrapping_add(1) {
+            assert_eq!(w[1].timestamp.wrapping_sub(w[0].timestamp) % 960, 0);
+        }
+    }
+    let energy =
+        |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len().max(1) as f64;
+    let loud: Vec<i16> = pcm
+        .chunks(FRAME_SAMPLES)
+        .filter(|c| energy(c) > 1e6)
+        .flatten()
+        .copied()
+        .collect();
+    assert!(
+        loud.len() >= 45 * FRAME_SAMPLES,
+        "most of the second came back: {} loud frames of {}",
+        loud.len() / FRAME_SAMPLES,
+        pcm.len() / FRAME_SAMPLES
+    );
+    let at = |f: f64| goertzel(&loud, 16_000.0, f);
+    for other in [300.0, 600.0, 1000.0, 2000.0, 3000.0] {
+        assert!(at(440.0) > 50.0 * at(other), "440 Hz dominates {other} Hz");
+    }
+    let rms = energy(&loud).sqrt();
+    let level_db = 20.0 * (rms / (8000.0 / 2f64.sqrt())).log10();
+    assert!(level_db.abs() < 3.0, "echo level off by {level_db:.2} dB");
+    let ok = uac.bye();
+    assert_eq!((ok.status, ok.headers.cseq.method.as_str()), (200, "BYE"));
+
+    // A G.711-only caller is still answered, with PCMU.
+    let rtp2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac2 = Uac::new(&dev.sip, "rust-uac-opus-2@127.0.0.1");
+    let ok = uac2.invite(rtp2.local_addr().unwrap(), "");
+    assert_eq!(ok.status, 200);
+    let sdp = String::from_utf8_lossy(&ok.body).to_string();
+    assert!(sdp.contains(" RTP/AVP 0 101\r\n"), "{sdp}");
+    uac2.ack();
+    let r = call_record(&dev.addr, &uac2.call_id, |r| r["state"] == "confirmed");
+    assert_eq!(r["codec"], "PCMU", "{r}");
+    let ok = uac2.bye();
+    assert_eq!(ok.status, 200);
 }

@@ -494,3 +494,152 @@ fn rtcp_reports_both_ways() {
     a.receive_rtcp(now, &[0x80, 200, 0, 50], b_addr);
     assert_eq!(a.counters().rtcp_malformed, 1);
 }
+
+/// Opus (RFC 7587) through a session pair in virtual time: 48 kHz timestamps stepping 960 per
+/// 20 ms packet, the negotiated dynamic payload type, compressed payloads of varying size;
+/// the receiver decodes a 440 Hz tone at its level, and a lost packet is concealed.
+#[test]
+fn opus_session_pair_carries_a_tone() {
+    let t0 = Instant::now();
+    let a_addr: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+    let b_addr: SocketAddr = "192.0.2.1:20000".parse().unwrap();
+    let mut a_cfg = SessionConfig::g711(AudioFormat::OPUS, 111, 7, 65_500, 4_294_960_000);
+    a_cfg.remote = Some(b_addr);
+    let mut b_cfg = SessionConfig::g711(AudioFormat::OPUS, 111, 8, 1, 1);
+    b_cfg.remote = Some(a_addr);
+    let mut a = RtpSession::new(t0, a_cfg).unwrap();
+    let mut b = RtpSession::new(t0, b_cfg).unwrap();
+    let mut received: Vec<i16> = Vec::new();
+    let mut headers = Vec::new();
+    let mut sizes = std::collections::BTreeSet::new();
+    let mut buf = [0u8; 1500];
+    let mut now = t0;
+    let mut next_frame = 0usize;
+    let mut packets = 0usize;
+    while now < t0 + MS(1700) {
+        if next_frame < 75 && a.queued() < 2 {
+            a.send_audio(&tone(440.0, next_frame, 8000.0));
+            next_frame += 1;
+        }
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        while let Some(f) = b.poll_audio() {
+            received.extend_from_slice(&f.samples);
+        }
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            assert_eq!(t.to, b_addr);
+            let p = RtpPacket::parse(&buf[..t.len]).unwrap();
+            headers.push(p.header());
+            sizes.insert(p.payload.len());
+            packets += 1;
+            // Packet 60 (during silence, after the tone) is lost on the way.
+            if packets != 60 {
+                b.receive(now, &buf[..t.len], a_addr);
+            }
+        }
+        while b.poll_transmit(now, &mut buf).is_some() {}
+        now += MS(5);
+    }
+    // Wire: PT 111, +1 sequence and +960 timestamp per packet (wrapping), marker first only.
+    assert!(headers.len() >= 80, "{}", headers.len());
+    assert!(headers.iter().all(|h| h.payload_type == 111 && h.ssrc == 7));
+    assert!(headers[0].marker && headers[1..].iter().all(|h| !h.marker));
+    for w in headers.windows(2) {
+        assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
+        assert_eq!(w[1].timestamp, w[0].timestamp.wrapping_add(960));
+    }
+    assert!(sizes.len() > 1, "Opus payload sizes vary: {sizes:?}");
+    assert!(sizes.iter().all(|&n| (1..=400).contains(&n)), "{sizes:?}");
+    // The tone: 1 s from where it became loud, at 440 Hz and within 1.5 dB of 8000.
+    let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64;
+    let start = received
+        .chunks(FRAME_SAMPLES)
+        .position(|c| energy(c) > 1e6)
+        .expect("the tone arrived");
+    let window = &received[(start + 5) * FRAME_SAMPLES..(start + 55) * FRAME_SAMPLES];
+    let at = |f: f64| goertzel(window, 16_000.0, f);
+    for other in [300.0, 400.0, 480.0, 880.0, 1000.0] {
+        assert!(at(440.0) > 100.0 * at(other), "440 Hz dominates {other} Hz");
+    }
+    let rms = energy(window).sqrt();
+    let level_db = 20.0 * (rms / (8000.0 / 2f64.sqrt())).log10();
+    assert!(level_db.abs() < 1.5, "level off by {level_db:.2} dB");
+    let c = b.counters();
+    assert_eq!(c.frames_concealed, 1, "{c:?}");
+    assert!(c.frames_played >= 75, "{c:?}");
+}
+
+#[test]
+fn opus_needs_its_48_khz_clock() {
+    use vaani_media::codec::{Encoding, SampleRate};
+    use vaani_media::rtp::session::SessionError;
+    let t0 = Instant::now();
+    let wrong = AudioFormat::new(Encoding::Opus, SampleRate::Hz8000);
+    let cfg = SessionConfig::g711(wrong, 111, 1, 1, 1);
+    assert_eq!(
+        RtpSession::new(t0, cfg).err(),
+        Some(SessionError::UnsupportedFormat)
+    );
+    let l16 = AudioFormat::new(Encoding::L16, SampleRate::Hz16000);
+    assert!(RtpSession::new(t0, SessionConfig::g711(l16, 96, 1, 1, 1)).is_err());
+}
+
+proptest! {
+    #[test]
+    fn opus_receive_never_panics(packets in proptest::collection::vec(
+        (any::<u16>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..1400)), 0..12)
+    ) {
+        let t0 = Instant::now();
+        let mut cfg = SessionConfig::g711(AudioFormat::OPUS, 111, 1, 1, 1);
+        cfg.remote = Some(peer());
+        let mut s = RtpSession::new(t0, cfg).unwrap();
+        for (i, (seq, ts, payload)) in packets.iter().enumerate() {
+            let now = t0 + MS(20 * i as u64);
+            s.receive(now, &rtp(*seq, *ts, 5, 111, payload), peer());
+            s.handle_timeout(now);
+            while s.poll_audio().is_some() {}
+        }
+        s.handle_timeout(t0 + Duration::from_secs(2));
+        while s.poll_audio().is_some() {}
+    }
+}
+
+/// Key presses in an Opus call run on its 48 kHz clock (RFC 4733 §2.1, `telephone-event/48000`):
+/// 100 ms is 4800 units, and the receiving session reports the press with its real length.
+#[test]
+fn opus_dtmf_runs_on_the_48_khz_clock() {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let node: SocketAddr = "192.0.2.1:20000".parse().unwrap();
+    let mut cfg = SessionConfig::g711(AudioFormat::OPUS, 111, 9, 1, 1);
+    cfg.dtmf_payload_type = Some(110);
+    cfg.remote = Some(node);
+    let mut s = RtpSession::new(t0, cfg).unwrap();
+    let mut rcfg = SessionConfig::g711(AudioFormat::OPUS, 111, 10, 1, 1);
+    rcfg.dtmf_payload_type = Some(110);
+    rcfg.remote = Some(peer());
+    let mut r = RtpSession::new(t0, rcfg).unwrap();
+    s.send_dtmf('9', MS(100)).unwrap();
+    let sent = run(&mut s, t0, &mut now, MS(300));
+    let events: Vec<_> = sent.iter().filter(|p| p.1.payload_type == 110).collect();
+    assert_eq!(events.len(), 7);
+    let last = TelephoneEvent::parse(&events[6].2).unwrap();
+    assert_eq!((last.event, last.end, last.duration), (9, true, 4800));
+    for (at, h, payload, _) in &sent {
+        let mut pkt = Vec::new();
+        h.write_to_vec(payload, &mut pkt).unwrap();
+        r.receive(t0 + *at, &pkt, peer());
+    }
+    r.handle_timeout(now);
+    let mut got = Vec::new();
+    while let Some(e) = r.poll_event() {
+        got.push(e);
+    }
+    assert!(
+        got.contains(&MediaEvent::Dtmf {
+            digit: '9',
+            duration: MS(100)
+        }),
+        "{got:?}"
+    );
+}

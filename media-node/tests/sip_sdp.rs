@@ -137,7 +137,121 @@ fn static_payload_types_need_no_rtpmap_and_dynamic_ones_keep_the_offers_number()
     );
     let text = String::from_utf8(a.to_bytes()).unwrap();
     assert!(text.contains("a=rtpmap:111 opus/48000/2\r\n"), "{text}");
-    assert!(text.contains("a=fmtp:111 useinbandfec=1\r\n"), "{text}");
+    // The fmtp is ours (what we want to receive, RFC 7587 §7), not an echo of the offer's.
+    assert!(
+        text.contains("a=fmtp:111 useinbandfec=1; stereo=0; sprop-stereo=0\r\n"),
+        "{text}"
+    );
+}
+
+/// A softphone's offer: Opus on its own dynamic type (107) with a 48 kHz telephone-event,
+/// then PCMU with an 8 kHz one.
+const OPUS_OFFER: &str = "v=0\r\n\
+o=- 7 7 IN IP4 192.0.2.5\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.5\r\n\
+t=0 0\r\n\
+m=audio 5004 RTP/AVP 107 0 98 101\r\n\
+a=rtpmap:107 opus/48000/2\r\n\
+a=fmtp:107 stereo=1; sprop-stereo=1; maxplaybackrate=48000\r\n\
+a=rtpmap:98 telephone-event/48000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n";
+
+#[test]
+fn opus_answer_follows_our_preference_and_echoes_the_payload_type() {
+    let o = parse(OPUS_OFFER);
+    // G.711 first (the default): PCMU wins even though the offer lists Opus first.
+    let mut l = local();
+    l.codecs = vec![Codec::Pcmu, Codec::Pcma, Codec::Opus];
+    let (_, n) = answer(&o, &l).unwrap();
+    assert_eq!(
+        (n.codec, n.payload_type, n.clock_rate, n.dtmf_payload_type),
+        (Codec::Pcmu, 0, 8000, Some(101))
+    );
+    // Opus first: Opus on the offerer's 107, with the telephone-event on its 48 kHz clock.
+    l.codecs = vec![Codec::Opus, Codec::Pcmu];
+    let (a, n) = answer(&o, &l).unwrap();
+    assert_eq!(
+        (n.codec, n.payload_type, n.clock_rate, n.dtmf_payload_type),
+        (Codec::Opus, 107, 48000, Some(98))
+    );
+    let m = &a.media[0];
+    assert_eq!(m.formats, vec!["107", "98"]);
+    let text = String::from_utf8(a.to_bytes()).unwrap();
+    assert!(text.contains("m=audio 20000 RTP/AVP 107 98\r\n"), "{text}");
+    assert!(text.contains("a=rtpmap:107 opus/48000/2\r\n"), "{text}");
+    assert!(
+        text.contains("a=fmtp:107 useinbandfec=1; stereo=0; sprop-stereo=0\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a=rtpmap:98 telephone-event/48000\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("stereo=1"), "{text}");
+    // No 48 kHz telephone-event offered: Opus without events.
+    let no_te48 = OPUS_OFFER
+        .replace(" 98 101", " 101")
+        .replace("a=rtpmap:98 telephone-event/48000\r\n", "");
+    let (_, n) = answer(&parse(&no_te48), &l).unwrap();
+    assert_eq!((n.codec, n.dtmf_payload_type), (Codec::Opus, None));
+    // Opus only, and we only do G.711: no common codec.
+    let only_opus = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n";
+    assert_eq!(
+        answer(&parse(only_opus), &local()).err(),
+        Some(SdpError::NoCommonCodec)
+    );
+    // "opus" at another clock is not RFC 7587 Opus.
+    let mut l = local();
+    l.codecs = vec![Codec::Opus];
+    let odd = only_opus.replace("opus/48000/2", "opus/16000/1");
+    assert_eq!(
+        answer(&parse(&odd), &l).err(),
+        Some(SdpError::NoCommonCodec)
+    );
+    assert!(answer(&parse(only_opus), &l).is_ok());
+}
+
+#[test]
+fn our_offer_lists_opus_as_rfc7587_says() {
+    let mut l = local();
+    l.codecs = vec![Codec::Pcmu, Codec::Pcma, Codec::Opus];
+    let text = String::from_utf8(offer(&l).to_bytes()).unwrap();
+    assert!(
+        text.contains("m=audio 20000 RTP/AVP 0 8 111 110 101\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("a=rtpmap:111 opus/48000/2\r\n"), "{text}");
+    assert!(
+        text.contains("a=fmtp:111 useinbandfec=1; stereo=0; sprop-stereo=0\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a=rtpmap:110 telephone-event/48000\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a=rtpmap:101 telephone-event/8000\r\n"),
+        "{text}"
+    );
+    // Without Opus the offer is the G.711 one it always was.
+    let text = String::from_utf8(offer(&local()).to_bytes()).unwrap();
+    assert!(text.contains("m=audio 20000 RTP/AVP 0 8 101\r\n"), "{text}");
+    assert!(!text.contains("opus") && !text.contains("48000"), "{text}");
+    // The offer parses back to the codecs it lists.
+    let back = parse(&String::from_utf8(offer(&l).to_bytes()).unwrap());
+    assert_eq!(
+        back.media[0].codecs(),
+        vec![
+            (0, Codec::Pcmu, 8000),
+            (8, Codec::Pcma, 8000),
+            (111, Codec::Opus, 48000),
+            (110, Codec::TelephoneEvent, 48000),
+            (101, Codec::TelephoneEvent, 8000)
+        ]
+    );
 }
 
 #[test]
@@ -270,7 +384,8 @@ fn our_offer_is_answerable_by_ourselves() {
     let o = offer(&l);
     let text = String::from_utf8(o.to_bytes()).unwrap();
     assert!(
-        text.contains("m=audio 20000 RTP/AVP 96 9 0 101\r\n"),
+        // Opus on 111 with its 48 kHz telephone-event on 110 (RFC 4733 §2.1: the audio's clock).
+        text.contains("m=audio 20000 RTP/AVP 111 9 0 110 101\r\n"),
         "{text}"
     );
     assert!(text.contains("a=rtpmap:9 G722/8000\r\n"));

@@ -6,6 +6,7 @@
 //! what the speech engines want, keeps the whole wideband voice range, and costs half of 32 kHz.
 //!
 //! - [`g711`]: μ-law/A-law, bit-exact to ITU-T G.711;
+//! - [`opus`]: Opus (RFC 6716/7587) through libopus, 48 kHz packets ⇄ 16 kHz frames;
 //! - [`resample`]: the polyphase resampler between 8/16/24/48 kHz;
 //! - [`FrameDecoder`] / [`FrameEncoder`]: wire payload ⇄ internal 16 kHz PCM (decode + resample),
 //!   allocation-free per frame after construction;
@@ -15,6 +16,7 @@
 //! All pure: no I/O, no clock.
 
 pub mod g711;
+pub mod opus;
 pub mod resample;
 pub mod vad;
 
@@ -87,14 +89,18 @@ pub enum Encoding {
     L16,
     /// Signed 16-bit little-endian: the raw PCM of provider media streams (Exotel, Plivo).
     S16Le,
+    /// Opus (RFC 6716) at 48 kHz over RTP (RFC 7587): compressed, variable-size packets
+    /// coded by [`opus`], not by [`FrameDecoder`]/[`FrameEncoder`].
+    Opus,
 }
 
 impl Encoding {
-    /// Bytes per sample.
+    /// Bytes per sample. Opus has none (its packets are compressed); it counts as the 16-bit
+    /// PCM it decodes to, so sizes derived from it are upper bounds, never zero.
     pub const fn bytes_per_sample(self) -> usize {
         match self {
             Encoding::Pcmu | Encoding::Pcma => 1,
-            Encoding::L16 | Encoding::S16Le => 2,
+            Encoding::L16 | Encoding::S16Le | Encoding::Opus => 2,
         }
     }
 
@@ -103,7 +109,7 @@ impl Encoding {
         match self {
             Encoding::Pcmu => Some(0),
             Encoding::Pcma => Some(8),
-            Encoding::L16 | Encoding::S16Le => None,
+            Encoding::L16 | Encoding::S16Le | Encoding::Opus => None,
         }
     }
 
@@ -113,7 +119,7 @@ impl Encoding {
         match self {
             Encoding::Pcmu => 0xFF,
             Encoding::Pcma => 0xD5,
-            Encoding::L16 | Encoding::S16Le => 0x00,
+            Encoding::L16 | Encoding::S16Le | Encoding::Opus => 0x00,
         }
     }
 
@@ -123,6 +129,7 @@ impl Encoding {
             Encoding::Pcmu => "PCMU",
             Encoding::Pcma => "PCMA",
             Encoding::L16 | Encoding::S16Le => "L16",
+            Encoding::Opus => "opus",
         }
     }
 }
@@ -143,6 +150,8 @@ impl AudioFormat {
     pub const PCMA: AudioFormat = AudioFormat::new(Encoding::Pcma, SampleRate::Hz8000);
     /// 16-bit little-endian PCM at 8 kHz: Exotel's and Plivo's default stream format.
     pub const S16LE_8K: AudioFormat = AudioFormat::new(Encoding::S16Le, SampleRate::Hz8000);
+    /// Opus at 48 kHz (RFC 7587's RTP clock), sent mono.
+    pub const OPUS: AudioFormat = AudioFormat::new(Encoding::Opus, SampleRate::Hz48000);
     /// The internal format, as little-endian bytes.
     pub const INTERNAL: AudioFormat = AudioFormat::new(Encoding::S16Le, INTERNAL_RATE);
 
@@ -224,6 +233,9 @@ pub enum CodecError {
         /// Length of the buffer given.
         available: usize,
     },
+    /// The encoding is not sample-based (Opus): use [`opus`].
+    #[error("{0:?} payloads are not coded frame by frame here")]
+    Unsupported(Encoding),
 }
 
 /// Most samples decoded per inner step; longer payloads are processed in pieces.
@@ -262,6 +274,9 @@ impl FrameDecoder {
     /// Decodes `payload`, writing 16 kHz samples to the front of `out`; returns how many. A
     /// 20 ms payload at any rate gives exactly [`FRAME_SAMPLES`].
     pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        if self.format.encoding == Encoding::Opus {
+            return Err(CodecError::Unsupported(Encoding::Opus));
+        }
         let bps = self.format.encoding.bytes_per_sample();
         if payload.len() / bps * bps != payload.len() {
             return Err(CodecError::OddLength(payload.len()));
@@ -294,6 +309,7 @@ impl FrameDecoder {
                         *s = i16::from_le_bytes([b[0], b[1]]);
                     }
                 }
+                Encoding::Opus => return Err(CodecError::Unsupported(Encoding::Opus)),
             }
             written += self.resampler.process(pcm, &mut out[written..]).map_err(
                 |ResampleError::OutputTooSmall { needed, available }| CodecError::OutputTooSmall {
@@ -350,6 +366,9 @@ impl FrameEncoder {
                 available: out.len(),
             });
         }
+        if self.format.encoding == Encoding::Opus {
+            return Err(CodecError::Unsupported(Encoding::Opus));
+        }
         let bps = self.format.encoding.bytes_per_sample();
         // Input piece so that its output fits the scratch at any ratio up to 16k → 48k (×3).
         let piece = SCRATCH_SAMPLES / 3;
@@ -380,6 +399,7 @@ impl FrameEncoder {
                         b.copy_from_slice(&s.to_le_bytes());
                     }
                 }
+                Encoding::Opus => return Err(CodecError::Unsupported(Encoding::Opus)),
             }
             written += n * bps;
         }

@@ -29,7 +29,8 @@
 //!   tick sends one packet: a DTMF event packet while a key press is being sent (RFC 4733:
 //!   event packets take the place of audio), else the next queued frame encoded, else
 //!   silence (so NATs and the peer's RTP timeout see a live stream). Sequence numbers grow by
-//!   one per packet sent and timestamps by 160 per tick from random starts (RFC 3550 §5.1);
+//!   one per packet sent and timestamps by 20 ms of the codec clock per tick (160 for G.711,
+//!   960 for Opus, RFC 7587) from random starts (RFC 3550 §5.1);
 //!   the first packet, and the first after a gap, carry the marker bit (RFC 3551 §4.1). A
 //!   driver woken late sends the ticks it missed at once, up to
 //!   [`SessionConfig::max_burst`]; beyond that, the missed ticks are skipped (timestamps keep
@@ -50,6 +51,7 @@ use super::rtcp::{
     self, ReceiverReport, ReportBlock, RtcpPacket, SdesChunk, SenderInfo, SenderReport,
 };
 use crate::codec::g711;
+use crate::codec::opus::{OpusDecoder, OpusEncoder};
 use crate::codec::{AudioFormat, Encoding, FrameDecoder, FrameEncoder, PcmFrame, Reframer};
 use crate::sip::sdp::Direction;
 
@@ -61,7 +63,7 @@ pub const DEFAULT_RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// The session's settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// The negotiated audio format (8 kHz G.711 here).
+    /// The negotiated audio format: 8 kHz G.711 or 48 kHz Opus ([`AudioFormat::OPUS`]).
     pub format: AudioFormat,
     pub payload_type: u8,
     /// The negotiated `telephone-event` payload type, if any.
@@ -121,8 +123,10 @@ impl SessionConfig {
 /// Why a session could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
-    #[error("only 8 kHz G.711 is carried over RTP so far")]
+    #[error("only 8 kHz G.711 and 48 kHz Opus are carried over RTP")]
     UnsupportedFormat,
+    #[error("the Opus codec could not be opened")]
+    Opus,
     #[error(transparent)]
     Jitter(#[from] JitterConfigError),
     #[error(transparent)]
@@ -294,13 +298,32 @@ pub struct Transmit {
     pub len: usize,
 }
 
+/// The payload coder of a session.
+// One per session, made once and never moved: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Coder {
+    /// G.711: stateless apart from resampling; a lost frame plays as silence.
+    G711 {
+        decoder: FrameDecoder,
+        encoder: FrameEncoder,
+    },
+    /// Opus: a lost frame is concealed by libopus; silence is encoded like speech.
+    Opus {
+        decoder: Box<OpusDecoder>,
+        encoder: Box<OpusEncoder>,
+    },
+}
+
+/// Largest Opus payload accepted (RFC 6716 §3.2.1: a 20 ms frame is at most 1275 bytes).
+const MAX_OPUS_PAYLOAD: usize = 1275;
+
 /// The RTP session of one call. See the module docs.
 #[derive(Debug)]
 pub struct RtpSession {
     config: SessionConfig,
     jitter: JitterBuffer,
-    decoder: FrameDecoder,
-    encoder: FrameEncoder,
+    coder: Coder,
     reframer: Reframer,
     dtmf_rx: DtmfReceiver,
     dtmf_tx: DtmfSender,
@@ -382,24 +405,39 @@ const MAX_AUDIO: usize = 16;
 impl RtpSession {
     /// A session whose clock starts at `now` (first packet sent at `now`).
     pub fn new(now: Instant, config: SessionConfig) -> Result<Self, SessionError> {
-        if !matches!(config.format.encoding, Encoding::Pcmu | Encoding::Pcma)
-            || config.format.rate.hz() != 8000
-        {
-            return Err(SessionError::UnsupportedFormat);
-        }
+        let opus = match (config.format.encoding, config.format.rate.hz()) {
+            (Encoding::Pcmu | Encoding::Pcma, 8000) => false,
+            (Encoding::Opus, 48_000) => true,
+            _ => return Err(SessionError::UnsupportedFormat),
+        };
         let mut jcfg = config.jitter;
         jcfg.clock_rate = config.format.rate.hz();
+        if opus {
+            jcfg.max_payload = jcfg.max_payload.max(MAX_OPUS_PAYLOAD);
+        }
         let jitter = JitterBuffer::new(jcfg)?;
-        let decoder = FrameDecoder::new(config.format);
-        let encoder = FrameEncoder::new(config.format);
-        let decoded = vec![0i16; decoder.output_len(jcfg.max_payload) + 16].into_boxed_slice();
-        let frame_bytes = encoder.output_len(crate::codec::FRAME_SAMPLES);
-        let payload = vec![0u8; frame_bytes.max(4)].into_boxed_slice();
-        let silent = match config.format.encoding {
-            Encoding::Pcma => g711::linear_to_alaw(0),
-            _ => g711::linear_to_ulaw(0),
+        let (coder, decoded_len, frame_bytes) = if opus {
+            let coder = Coder::Opus {
+                decoder: Box::new(OpusDecoder::new().map_err(|_| SessionError::Opus)?),
+                encoder: Box::new(OpusEncoder::new().map_err(|_| SessionError::Opus)?),
+            };
+            (coder, OpusDecoder::max_output(), MAX_OPUS_PAYLOAD)
+        } else {
+            let decoder = FrameDecoder::new(config.format);
+            let encoder = FrameEncoder::new(config.format);
+            let decoded_len = decoder.output_len(jcfg.max_payload) + 16;
+            let frame_bytes = encoder.output_len(crate::codec::FRAME_SAMPLES);
+            (Coder::G711 { decoder, encoder }, decoded_len, frame_bytes)
         };
-        let silence = vec![silent; frame_bytes].into_boxed_slice();
+        let decoded = vec![0i16; decoded_len].into_boxed_slice();
+        let payload = vec![0u8; frame_bytes.max(4)].into_boxed_slice();
+        // G.711's silence; Opus encodes silent frames instead (none here).
+        let silence = match config.format.encoding {
+            Encoding::Pcma => vec![g711::linear_to_alaw(0); frame_bytes],
+            Encoding::Opus => Vec::new(),
+            _ => vec![g711::linear_to_ulaw(0); frame_bytes],
+        }
+        .into_boxed_slice();
         let interval = Duration::from_millis(u64::from(crate::codec::FRAME_MS));
         let dtmf_tx = DtmfSender::new(config.format.rate.hz(), interval, 10)?;
         let pacer = Pacer::new(
@@ -411,8 +449,7 @@ impl RtpSession {
         );
         Ok(RtpSession {
             jitter,
-            decoder,
-            encoder,
+            coder,
             reframer: Reframer::new(),
             dtmf_rx: DtmfReceiver::new(Duration::from_millis(500)),
             dtmf_tx,
@@ -732,15 +769,29 @@ impl RtpSession {
             let samples = match self.jitter.pop(now) {
                 Playout::Frame(f) => {
                     self.counters.frames_played += 1;
-                    self.decoder
-                        .decode(f.payload, &mut self.decoded)
-                        .unwrap_or(0)
+                    match &mut self.coder {
+                        Coder::G711 { decoder, .. } => {
+                            decoder.decode(f.payload, &mut self.decoded).unwrap_or(0)
+                        }
+                        Coder::Opus { decoder, .. } => decoder
+                            .decode_into(Some(f.payload), 0, &mut self.decoded)
+                            .unwrap_or(0),
+                    }
                 }
                 Playout::Missing { duration, .. } => {
                     self.counters.frames_concealed += 1;
-                    let n = (duration as usize * rate_ratio as usize).min(self.decoded.len());
-                    self.decoded[..n].fill(0);
-                    n
+                    match &mut self.coder {
+                        Coder::G711 { .. } => {
+                            let n =
+                                (duration as usize * rate_ratio as usize).min(self.decoded.len());
+                            self.decoded[..n].fill(0);
+                            n
+                        }
+                        // `duration` is in 48 kHz timestamp units: samples to conceal.
+                        Coder::Opus { decoder, .. } => decoder
+                            .decode_into(None, duration as usize, &mut self.decoded)
+                            .unwrap_or(0),
+                    }
                 }
                 Playout::NotYet { .. } => break,
             };
@@ -856,17 +907,35 @@ impl RtpSession {
             self.marker = true;
             return Some(Transmit { to, len });
         }
-        let payload: &[u8] = match &frame {
-            Some(f) => match self.encoder.encode(&f.samples, &mut self.payload) {
-                Ok(n) => &self.payload[..n],
-                Err(_) => &self.silence,
-            },
-            None if self.config.send_silence => &self.silence,
-            None => {
-                self.marker = true;
-                return None;
+        if frame.is_none() && !self.config.send_silence {
+            self.marker = true;
+            return None;
+        }
+        let encoded = match (&mut self.coder, &frame) {
+            (Coder::G711 { encoder, .. }, Some(f)) => {
+                encoder.encode(&f.samples, &mut self.payload).ok()
+            }
+            (Coder::G711 { .. }, None) => None,
+            (Coder::Opus { encoder, .. }, f) => {
+                let silent = PcmFrame::silence();
+                match encoder.encode(f.as_ref().unwrap_or(&silent)) {
+                    Ok(p) => self.payload.get_mut(..p.len()).map(|dst| {
+                        dst.copy_from_slice(p);
+                        p.len()
+                    }),
+                    Err(_) => None,
+                }
             }
         };
+        let payload: &[u8] = match encoded {
+            Some(n) => &self.payload[..n],
+            None => &self.silence,
+        };
+        if payload.is_empty() {
+            // Opus that failed to encode: nothing to send this tick.
+            self.marker = true;
+            return None;
+        }
         let header = RtpHeader {
             marker: self.marker,
             payload_type: self.config.payload_type,

@@ -153,6 +153,15 @@ impl Codec {
     }
 }
 
+/// Our `a=fmtp` for Opus (RFC 7587 §6.1): we send and want mono, and welcome in-band FEC.
+pub const OPUS_FMTP: &str = "useinbandfec=1; stereo=0; sprop-stereo=0";
+/// The dynamic payload type our offers give Opus (the usual one; an answer echoes the
+/// offerer's).
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+/// The payload type our offers give `telephone-event/48000` (RFC 4733 events on Opus'
+/// clock) when they offer Opus.
+pub const TELEPHONE_EVENT_48K_PAYLOAD_TYPE: u8 = 110;
+
 /// `a=rtpmap:<pt> <name>/<clock>[/<channels>]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpMap {
@@ -630,7 +639,8 @@ pub fn answer(
         let pick = local.codecs.iter().find_map(|want| {
             offered
                 .iter()
-                .find(|(_, c, _)| c == want)
+                // RFC 7587: Opus is always `opus/48000/2`, whatever it carries.
+                .find(|(_, c, rate)| c == want && (*c != Codec::Opus || *rate == 48_000))
                 .map(|(pt, c, rate)| (*pt, c.clone(), *rate))
         });
         if let Some((pt, c, rate)) = pick {
@@ -647,11 +657,12 @@ pub fn answer(
     };
     let remote = offer.media_address(index).ok_or(SdpError::NoAddress)?;
     let offered_m = offer.media.get(index).ok_or(SdpError::NoAudio)?;
+    // Events run on the audio's RTP clock (RFC 4733 §2.1): 8000 for G.711, 48000 for Opus.
     let dtmf = if local.telephone_event {
         offered_m
             .codecs()
             .into_iter()
-            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == 8000)
+            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == clock_rate)
             .map(|(pt, _, _)| pt)
     } else {
         None
@@ -686,15 +697,16 @@ pub fn answer(
             channels: if codec == Codec::Opus { channels } else { None },
         }];
         let mut fmtps = Vec::new();
-        if let Some(f) = m.fmtp(pt).filter(|_| codec == Codec::Opus) {
-            fmtps.push((pt, f.to_string()));
+        // Opus' fmtp says what we want to receive (RFC 7587 §7): ours, not the offerer's.
+        if codec == Codec::Opus {
+            fmtps.push((pt, OPUS_FMTP.to_string()));
         }
         if let Some(d) = dtmf {
             formats.push(d.to_string());
             rtpmaps.push(RtpMap {
                 payload_type: d,
                 encoding: "telephone-event".into(),
-                clock_rate: 8000,
+                clock_rate,
                 channels: None,
             });
             fmtps.push((d, m.fmtp(d).unwrap_or("0-16").to_string()));
@@ -746,7 +758,8 @@ pub fn answer(
 }
 
 /// Builds an offer for one audio stream with `local`'s codecs (static payload types where
-/// they exist, dynamic from 96 otherwise; `telephone-event` at 101).
+/// they exist, 111 for Opus with our fmtp, dynamic from 96 otherwise; `telephone-event` at 101,
+/// and `telephone-event/48000` at 110 alongside Opus).
 pub fn offer(local: &LocalMedia) -> SessionDescription {
     let mut formats = Vec::new();
     let mut rtpmaps = Vec::new();
@@ -754,6 +767,9 @@ pub fn offer(local: &LocalMedia) -> SessionDescription {
     let mut next_dynamic = 96u8;
     for c in &local.codecs {
         let pt = c.static_payload_type().unwrap_or_else(|| {
+            if *c == Codec::Opus {
+                return OPUS_PAYLOAD_TYPE;
+            }
             let pt = next_dynamic;
             next_dynamic = next_dynamic.saturating_add(1);
             pt
@@ -766,6 +782,19 @@ pub fn offer(local: &LocalMedia) -> SessionDescription {
             clock_rate: rate,
             channels,
         });
+        if *c == Codec::Opus {
+            fmtps.push((pt, OPUS_FMTP.to_string()));
+        }
+    }
+    if local.telephone_event && local.codecs.contains(&Codec::Opus) {
+        formats.push(TELEPHONE_EVENT_48K_PAYLOAD_TYPE.to_string());
+        rtpmaps.push(RtpMap {
+            payload_type: TELEPHONE_EVENT_48K_PAYLOAD_TYPE,
+            encoding: "telephone-event".into(),
+            clock_rate: 48_000,
+            channels: None,
+        });
+        fmtps.push((TELEPHONE_EVENT_48K_PAYLOAD_TYPE, "0-16".to_string()));
     }
     if local.telephone_event {
         formats.push("101".into());

@@ -78,7 +78,8 @@ pub struct SipNodeConfig {
     pub active: Arc<AtomicU32>,
     /// No RTP for this long ends the call with BYE.
     pub rtp_timeout: Duration,
-    /// Codecs offered/accepted, in our order of preference (G.711 only so far).
+    /// Codecs offered/accepted, in our order of preference: PCMU, PCMA and Opus are carried
+    /// (others are left out of offers and answers).
     pub codecs: Vec<Codec>,
     pub app: Arc<dyn SipApp>,
     pub registry: CallRegistry,
@@ -101,7 +102,7 @@ pub enum StartError {
     },
     #[error("the SIP address {0} is a wildcard: give the address to advertise")]
     Wildcard(IpAddr),
-    #[error("no codec the node can carry over RTP (PCMU/PCMA)")]
+    #[error("no codec the node can carry over RTP (PCMU/PCMA/opus)")]
     NoCodec,
     #[error("starting the media engine: {0}")]
     Media(std::io::Error),
@@ -147,11 +148,7 @@ pub struct SipNode {
 impl SipNode {
     /// Binds the SIP socket and starts the SIP task.
     pub async fn start(config: SipNodeConfig) -> Result<SipNode, StartError> {
-        if !config
-            .codecs
-            .iter()
-            .any(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
-        {
+        if !config.codecs.iter().any(carried) {
             return Err(StartError::NoCodec);
         }
         // UDP and TCP share the port; when the OS picks it (port 0), another program may hold
@@ -354,8 +351,23 @@ impl MediaPlan {
     fn format(&self) -> AudioFormat {
         match self.codec {
             Codec::Pcma => AudioFormat::PCMA,
+            Codec::Opus => AudioFormat::OPUS,
             _ => AudioFormat::PCMU,
         }
+    }
+}
+
+/// The codecs the RTP session carries.
+fn carried(c: &Codec) -> bool {
+    matches!(c, Codec::Pcmu | Codec::Pcma | Codec::Opus)
+}
+
+/// `codec` at `rate` is one we carry: G.711 at 8 kHz, Opus at 48 kHz (RFC 7587).
+fn carried_at(codec: &Codec, rate: u32) -> bool {
+    match codec {
+        Codec::Pcmu | Codec::Pcma => rate == 8000,
+        Codec::Opus => rate == 48_000,
+        _ => false,
     }
 }
 
@@ -368,16 +380,17 @@ fn plan_from_answer(answer: &SessionDescription) -> Result<MediaPlan, SdpError> 
             continue;
         }
         let codecs = m.codecs();
-        let Some((pt, codec, _)) = codecs
+        let Some((pt, codec, clock)) = codecs
             .iter()
-            .find(|(_, c, rate)| matches!(c, Codec::Pcmu | Codec::Pcma) && *rate == 8000)
+            .find(|(_, c, rate)| carried_at(c, *rate))
             .cloned()
         else {
             return Err(SdpError::NoCommonCodec);
         };
+        // Events on the audio's clock (RFC 4733 §2.1).
         let dtmf = codecs
             .iter()
-            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == 8000)
+            .find(|(_, c, rate)| *c == Codec::TelephoneEvent && *rate == clock)
             .map(|(pt, _, _)| *pt);
         let remote = answer.media_address(i).ok_or(SdpError::NoAddress)?;
         return Ok(MediaPlan {
@@ -815,7 +828,7 @@ impl Driver {
                 .config
                 .codecs
                 .iter()
-                .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+                .filter(|c| carried(c))
                 .cloned()
                 .collect(),
             telephone_event: true,
@@ -941,6 +954,55 @@ fn end_reason(ended: &EndReason, hangup: Option<CallEndReason>) -> CallEndReason
         (EndReason::LocalHangup { cause: 200, .. }, None) => CallEndReason::AgentHangup,
         (EndReason::LocalHangup { .. } | EndReason::AckTimeout | EndReason::Rejected(_), None) => {
             CallEndReason::Error
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn answer_with(m: &str) -> SessionDescription {
+        let text =
+            format!("v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n{m}");
+        SessionDescription::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn answers_to_our_offers_give_opus_or_g711_plans() {
+        // Opus on the answerer's PT with the 48 kHz telephone-event, not the 8 kHz one.
+        let a = answer_with(
+            "m=audio 4000 RTP/AVP 111 110 101\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=rtpmap:110 telephone-event/48000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let plan = plan_from_answer(&a).unwrap();
+        assert_eq!(
+            (
+                plan.codec.clone(),
+                plan.payload_type,
+                plan.dtmf_payload_type
+            ),
+            (Codec::Opus, 111, Some(110))
+        );
+        assert_eq!(plan.format(), AudioFormat::OPUS);
+        assert_eq!(plan.remote, "192.0.2.7:4000".parse::<SocketAddr>().unwrap());
+        // PCMA keeps its 8 kHz telephone-event.
+        let a = answer_with("m=audio 4000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n");
+        let plan = plan_from_answer(&a).unwrap();
+        assert_eq!(
+            (plan.format(), plan.payload_type, plan.dtmf_payload_type),
+            (AudioFormat::PCMA, 8, Some(101))
+        );
+        // "opus" on another clock, or G.722, is nothing we carry.
+        for m in [
+            "m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/16000/1\r\n",
+            "m=audio 4000 RTP/AVP 9\r\n",
+        ] {
+            assert_eq!(
+                plan_from_answer(&answer_with(m)).err(),
+                Some(SdpError::NoCommonCodec)
+            );
         }
     }
 }

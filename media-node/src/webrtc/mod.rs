@@ -22,7 +22,8 @@
 //! SRTP inside its own task per call; [`call`] owns the audio and decides when a call ends.
 
 mod call;
-pub mod opus;
+/// Opus moved to [`crate::codec::opus`] (SIP/RTP uses it too).
+pub use crate::codec::opus;
 pub mod whip;
 
 use std::collections::{HashMap, HashSet, VecDeque};

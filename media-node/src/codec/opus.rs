@@ -1,4 +1,4 @@
-//! Opus at the WebRTC edge (RFC 7587): 48 kHz Opus packets ⇄ the node's internal 16 kHz
+//! Opus over RTP (RFC 7587), for WebRTC and SIP: 48 kHz Opus packets ⇄ the node's internal 16 kHz
 //! [`PcmFrame`]s, through libopus (`audiopus`, Debian `libopus-dev`) and the node's own
 //! resampler. Pure apart from libopus' state: no I/O, no clock.
 //!
@@ -95,6 +95,43 @@ impl OpusDecoder {
         Ok(true)
     }
 
+    /// Decodes one packet (`Some`), or conceals a lost one of `lost_samples` 48 kHz samples
+    /// with libopus' packet-loss concealment (`None`, or an empty payload), writing 16 kHz
+    /// samples to the front of `out`; returns how many. For a caller that orders packets and
+    /// detects losses itself (the RTP session's jitter buffer); no reframing.
+    pub fn decode_into(
+        &mut self,
+        payload: Option<&[u8]>,
+        lost_samples: usize,
+        out: &mut [i16],
+    ) -> Result<usize, OpusError> {
+        let got = match payload.filter(|p| !p.is_empty()) {
+            Some(p) => {
+                let got = self.decoder.decode(Some(p), &mut self.pcm48[..], false)?;
+                if got > 0 {
+                    self.last_samples = got;
+                }
+                got
+            }
+            None => {
+                // libopus conceals whole 2.5 ms units (120 samples at 48 kHz).
+                let n = (lost_samples.min(MAX_PACKET_SAMPLES) / 120) * 120;
+                if n == 0 {
+                    return Ok(0);
+                }
+                let buf = self.pcm48.get_mut(..n).unwrap_or_default();
+                self.decoder.decode(None::<&[u8]>, buf, false)?
+            }
+        };
+        let input = self.pcm48.get(..got).unwrap_or_default();
+        Ok(self.resampler.process(input, out)?)
+    }
+
+    /// 16 kHz samples [`decode_into`](Self::decode_into) writes at most.
+    pub const fn max_output() -> usize {
+        MAX_PACKET_SAMPLES / 3 + 16
+    }
+
     /// Resamples the first `n` decoded samples and re-cuts them into frames.
     fn emit(&mut self, n: usize, on_frame: &mut impl FnMut(&PcmFrame)) -> Result<(), OpusError> {
         let input = self.pcm48.get(..n).unwrap_or_default();
@@ -106,6 +143,15 @@ impl OpusDecoder {
         self.reframer
             .push(self.pcm16.get(..m).unwrap_or_default(), |f| on_frame(f));
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for OpusDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusDecoder")
+            .field("next_seq", &self.next_seq)
+            .field("last_samples", &self.last_samples)
+            .finish_non_exhaustive()
     }
 }
 
@@ -134,6 +180,12 @@ impl OpusEncoder {
         debug_assert_eq!(frame.samples.len(), FRAME_SAMPLES);
         let len = self.encoder.encode(&self.pcm48[..n], &mut self.packet)?;
         Ok(self.packet.get(..len).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Debug for OpusEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusEncoder").finish_non_exhaustive()
     }
 }
 
