@@ -228,6 +228,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     drain(&entry, Duration::from_secs(args.drain_timeout)).await;
     heartbeat.abort();
+    // No more calls here: `vaani call dev` must not find a stopped node.
+    let _ = std::fs::remove_file(dir.join(DEV_INFO_FILE));
     // The deadline passed (or nothing is left): close the remaining streams and hang up
     // SIP calls with a BYE.
     let _ = closing_tx.send(true);
