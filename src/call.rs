@@ -105,6 +105,9 @@ struct Shared {
 
 /// Silence after the agent's speech that means it has finished its turn.
 const AGENT_PAUSE: Duration = Duration::from_millis(900);
+/// Samples at or below this level after a line's speech are trailing silence.
+const TRAILING_SILENCE_LEVEL: u16 = 300;
+
 /// How long to wait for the agent to say anything before going on.
 const AGENT_SILENT_LIMIT: Duration = Duration::from_secs(15);
 
@@ -419,6 +422,10 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
                 tts.synthesize(text)
                     .with_context(|| format!("synthesising {text:?}"))?,
             );
+            // The synthesiser's trailing silence would count as speaking time: end the line
+            // 40 ms after its last audible sample, so latencies start at the real end.
+            let last = pcm.iter().rposition(|s| s.unsigned_abs() > TRAILING_SILENCE_LEVEL);
+            pcm.truncate(last.map_or(pcm.len(), |i| (i + 641).min(pcm.len())));
             speech.push(pcm);
         }
     }
