@@ -424,7 +424,9 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
             );
             // The synthesiser's trailing silence would count as speaking time: end the line
             // 40 ms after its last audible sample, so latencies start at the real end.
-            let last = pcm.iter().rposition(|s| s.unsigned_abs() > TRAILING_SILENCE_LEVEL);
+            let last = pcm
+                .iter()
+                .rposition(|s| s.unsigned_abs() > TRAILING_SILENCE_LEVEL);
             pcm.truncate(last.map_or(pcm.len(), |i| (i + 641).min(pcm.len())));
             speech.push(pcm);
         }
