@@ -22,19 +22,16 @@
 //! - HTTP errors carry `{"type": "error", "error": {"type", "message"}}`; 429, 5xx and 529
 //!   (overloaded) are retryable, other 4xx are not.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::llm::{self, AgentContext, Item, Provider, ToolCall, ToolDef, Turn, UsageMeter};
 use super::net::{self, ApiKey};
 use super::sse::SseDecoder;
-use crate::pipeline::engines::{
-    EngineError, LlmEngine, LlmEvent, LlmInput, LlmSession, LlmUsage, Speaker,
-};
+use crate::pipeline::engines::{EngineError, LlmEngine, LlmSession, LlmUsage};
 
 const ENGINE: &str = "anthropic";
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -113,37 +110,11 @@ impl LlmEngine for AnthropicLlm {
     }
 
     fn session(&self) -> Result<Box<dyn LlmSession>, EngineError> {
-        Ok(Box::new(Session {
-            provider: self.provider.clone(),
-            ctx: self.ctx.clone(),
-            http: self.tools_http.clone(),
-            conv: Arc::new(Mutex::new(llm::Conversation::default())),
-        }))
-    }
-}
-
-struct Session {
-    provider: Arc<AnthropicProvider>,
-    ctx: Arc<AgentContext>,
-    http: reqwest::Client,
-    conv: llm::Shared,
-}
-
-impl LlmSession for Session {
-    fn respond(&mut self, input: LlmInput) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
-        llm::start(&self.provider, &self.ctx, &self.http, &self.conv, input)
-    }
-
-    fn truncate_last(&mut self, spoken: &str) {
-        if let Ok(mut c) = self.conv.lock() {
-            c.truncate_last(spoken);
-        }
-    }
-
-    fn restore(&mut self, history: &[(Speaker, String)]) {
-        if let Ok(mut c) = self.conv.lock() {
-            c.restore(history);
-        }
+        Ok(Box::new(llm::Session::new(
+            self.provider.clone(),
+            self.ctx.clone(),
+            self.tools_http.clone(),
+        )))
     }
 }
 

@@ -353,6 +353,44 @@ pub trait Provider: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ToolCall>, EngineError>> + Send + 'a;
 }
 
+/// One call's conversation with a provider: the history, and the client for the agent's
+/// tools. Every adapter's [`LlmSession`] is this, over its own [`Provider`].
+pub struct Session<P> {
+    provider: Arc<P>,
+    ctx: Arc<AgentContext>,
+    http: reqwest::Client,
+    conv: Shared,
+}
+
+impl<P: Provider> Session<P> {
+    pub fn new(provider: Arc<P>, ctx: Arc<AgentContext>, http: reqwest::Client) -> Self {
+        Session {
+            provider,
+            ctx,
+            http,
+            conv: Arc::new(Mutex::new(Conversation::default())),
+        }
+    }
+}
+
+impl<P: Provider> crate::pipeline::engines::LlmSession for Session<P> {
+    fn respond(&mut self, input: LlmInput) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
+        start(&self.provider, &self.ctx, &self.http, &self.conv, input)
+    }
+
+    fn truncate_last(&mut self, spoken: &str) {
+        if let Ok(mut c) = self.conv.lock() {
+            c.truncate_last(spoken);
+        }
+    }
+
+    fn restore(&mut self, history: &[(Speaker, String)]) {
+        if let Ok(mut c) = self.conv.lock() {
+            c.restore(history);
+        }
+    }
+}
+
 /// Answer `input` on `conv` with `provider`: the greeting is said as written, everything
 /// else goes to the model.
 pub fn start<P: Provider>(

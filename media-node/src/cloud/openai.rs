@@ -23,19 +23,16 @@
 //! Usage is mapped so that `input_tokens` are the uncached prompt tokens and
 //! `cache_read_tokens` the cached ones (OpenAI's `prompt_tokens` counts both).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::llm::{self, AgentContext, Item, Provider, ToolCall, ToolDef, Turn};
 use super::net::{self, ApiKey};
 use super::sse::SseDecoder;
-use crate::pipeline::engines::{
-    EngineError, LlmEngine, LlmEvent, LlmInput, LlmSession, LlmUsage, Speaker,
-};
+use crate::pipeline::engines::{EngineError, LlmEngine, LlmSession, LlmUsage};
 
 const ENGINE: &str = "openai";
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -111,37 +108,11 @@ impl LlmEngine for OpenAiLlm {
     }
 
     fn session(&self) -> Result<Box<dyn LlmSession>, EngineError> {
-        Ok(Box::new(Session {
-            provider: self.provider.clone(),
-            ctx: self.ctx.clone(),
-            http: self.tools_http.clone(),
-            conv: Arc::new(Mutex::new(llm::Conversation::default())),
-        }))
-    }
-}
-
-struct Session {
-    provider: Arc<OpenAiProvider>,
-    ctx: Arc<AgentContext>,
-    http: reqwest::Client,
-    conv: llm::Shared,
-}
-
-impl LlmSession for Session {
-    fn respond(&mut self, input: LlmInput) -> mpsc::Receiver<Result<LlmEvent, EngineError>> {
-        llm::start(&self.provider, &self.ctx, &self.http, &self.conv, input)
-    }
-
-    fn truncate_last(&mut self, spoken: &str) {
-        if let Ok(mut c) = self.conv.lock() {
-            c.truncate_last(spoken);
-        }
-    }
-
-    fn restore(&mut self, history: &[(Speaker, String)]) {
-        if let Ok(mut c) = self.conv.lock() {
-            c.restore(history);
-        }
+        Ok(Box::new(llm::Session::new(
+            self.provider.clone(),
+            self.ctx.clone(),
+            self.tools_http.clone(),
+        )))
     }
 }
 
