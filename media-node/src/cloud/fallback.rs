@@ -239,19 +239,16 @@ fn order<E: ?Sized>(members: &[Member<E>]) -> Vec<usize> {
     first
 }
 
-// ---------------------------------------------------------------------------------------
-// TTS
-
-/// A chain of TTS engines.
-pub struct TtsChain {
-    members: Vec<Member<dyn TtsEngine>>,
+/// A fallback chain of engines of one kind: [`TtsChain`], [`LlmChain`], [`SttChain`].
+pub struct Chain<E: ?Sized> {
+    members: Vec<Member<E>>,
     cfg: FallbackConfig,
     observer: Option<SwitchObserver>,
 }
 
-impl TtsChain {
-    pub fn new(engines: Vec<Arc<dyn TtsEngine>>, cfg: FallbackConfig) -> Self {
-        TtsChain {
+impl<E: ?Sized> Chain<E> {
+    pub fn new(engines: Vec<Arc<E>>, cfg: FallbackConfig) -> Self {
+        Chain {
             members: members(engines, &cfg),
             cfg,
             observer: None,
@@ -268,6 +265,12 @@ impl TtsChain {
         self.members.get(i).map(|m| &*m.breaker)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// TTS
+
+/// A chain of TTS engines.
+pub type TtsChain = Chain<dyn TtsEngine>;
 
 impl TtsEngine for TtsChain {
     fn name(&self) -> &'static str {
@@ -377,30 +380,7 @@ async fn tts_chain(
 // LLM
 
 /// A chain of dialogue engines.
-pub struct LlmChain {
-    members: Vec<Member<dyn LlmEngine>>,
-    cfg: FallbackConfig,
-    observer: Option<SwitchObserver>,
-}
-
-impl LlmChain {
-    pub fn new(engines: Vec<Arc<dyn LlmEngine>>, cfg: FallbackConfig) -> Self {
-        LlmChain {
-            members: members(engines, &cfg),
-            cfg,
-            observer: None,
-        }
-    }
-
-    pub fn with_observer(mut self, observer: SwitchObserver) -> Self {
-        self.observer = Some(observer);
-        self
-    }
-
-    pub fn breaker(&self, i: usize) -> Option<&Breaker> {
-        self.members.get(i).map(|m| &*m.breaker)
-    }
-}
+pub type LlmChain = Chain<dyn LlmEngine>;
 
 impl LlmEngine for LlmChain {
     fn name(&self) -> &'static str {
@@ -663,30 +643,7 @@ impl LlmJob {
 const REPLAY_FRAMES: usize = 240;
 
 /// A chain of STT engines.
-pub struct SttChain {
-    members: Vec<Member<dyn SttEngine>>,
-    cfg: FallbackConfig,
-    observer: Option<SwitchObserver>,
-}
-
-impl SttChain {
-    pub fn new(engines: Vec<Arc<dyn SttEngine>>, cfg: FallbackConfig) -> Self {
-        SttChain {
-            members: members(engines, &cfg),
-            cfg,
-            observer: None,
-        }
-    }
-
-    pub fn with_observer(mut self, observer: SwitchObserver) -> Self {
-        self.observer = Some(observer);
-        self
-    }
-
-    pub fn breaker(&self, i: usize) -> Option<&Breaker> {
-        self.members.get(i).map(|m| &*m.breaker)
-    }
-}
+pub type SttChain = Chain<dyn SttEngine>;
 
 impl SttEngine for SttChain {
     fn name(&self) -> &'static str {
