@@ -16,6 +16,7 @@
 //! All pure: no I/O, no clock.
 
 pub mod g711;
+pub mod g722;
 pub mod opus;
 pub mod resample;
 pub mod vad;
