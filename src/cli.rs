@@ -110,7 +110,7 @@ pub struct DevArgs {
     )]
     pub sip_allow: Vec<ipnet::IpNet>,
     /// Codecs SIP calls offer and accept, in order of preference (comma-separated): pcmu,
-    /// pcma, opus (RFC 7587 `opus/48000/2`, sent mono).
+    /// pcma, g722 (wideband, 64 kbit/s), opus (RFC 7587 `opus/48000/2`, sent mono).
     #[arg(
         long,
         value_delimiter = ',',
@@ -233,6 +233,8 @@ pub enum SipCodec {
     Pcmu,
     /// G.711 A-law (payload type 8).
     Pcma,
+    /// G.722 at 64 kbit/s: 16 kHz audio (payload type 9, `G722/8000`).
+    G722,
     /// Opus at 48 kHz (dynamic payload type; 111 in our offers).
     Opus,
 }

@@ -666,6 +666,7 @@ fn sip_codecs(list: &[crate::cli::SipCodec]) -> Vec<Codec> {
         let codec = match c {
             SipCodec::Pcmu => Codec::Pcmu,
             SipCodec::Pcma => Codec::Pcma,
+            SipCodec::G722 => Codec::G722,
             SipCodec::Opus => Codec::Opus,
         };
         if !out.contains(&codec) {

@@ -8,6 +8,10 @@
 //! about what was sent, and it lasted most of the call. The node's own record of the call
 //! (`GET /debug/sip/calls`) must show it ended by the caller's BYE.
 //!
+//! A second call does the same in G.722 (`vaani dev --sip-codecs g722`, baresip with only its
+//! spandsp-based `g722` module): a 6 kHz tone at 16 kHz, which no 8 kHz leg could carry, must
+//! come back: our decoder, echo and encoder interoperate with another implementation.
+//!
 //! node → baresip is `tests/sip_outbound.rs`.
 //!
 //! Skipped (with a printed line) when baresip is not installed, unless `VAANI_REQUIRE_BARESIP`
@@ -19,7 +23,8 @@ mod common;
 use std::time::Duration;
 
 use common::baresip::{
-    assert_heard_tone, baresip_available, ended_call, write_tone_wav, Baresip, PhoneSetup,
+    assert_heard, assert_heard_tone, baresip_available, ended_call, write_tone, write_tone_wav,
+    Baresip, PhoneSetup, Tone,
 };
 use common::start_dev_with;
 
@@ -64,4 +69,40 @@ fn baresip_calls_the_echo_app_and_hears_its_tone_back() {
 
     // What baresip decoded from the node is our tone coming back.
     assert_heard_tone(&setup.rec, 2.5, &phone.output());
+}
+
+#[test]
+fn baresip_calls_in_g722_and_hears_a_wideband_tone_back() {
+    if !baresip_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let wav = dir.path().join("tone.wav");
+    write_tone(&wav, 30, Tone::WIDE);
+    let setup = PhoneSetup::write_with_config(dir.path(), "config-g722", "accounts-g722", &wav);
+
+    let dev = start_dev_with(
+        data.to_str().unwrap(),
+        &["--app", "echo", "--sip-codecs", "g722,pcmu"],
+    );
+    let mut phone = Baresip::start(&setup.cfg, setup.ctrl_port);
+    phone.command("dial", &format!("sip:echo@{}", dev.sip));
+    let established = phone.event("CALL_ESTABLISHED", Duration::from_secs(10));
+    let sip_call_id = established["id"].as_str().unwrap().to_string();
+    std::thread::sleep(CALL);
+    phone.command("hangup", "");
+    phone.event("CALL_CLOSED", Duration::from_secs(10));
+    phone.quit();
+
+    let r = ended_call(&dev.addr, &sip_call_id);
+    assert_eq!(r["end_reason"], "remote_bye", "{r}");
+    assert_eq!(r["codec"], "G722", "{r}");
+    let (received, sent) = (
+        r["rtp_received"].as_u64().unwrap(),
+        r["rtp_sent"].as_u64().unwrap(),
+    );
+    assert!(received >= 150 && sent >= 150, "{r}");
+    assert_heard(&setup.rec, 2.5, &phone.output(), Tone::WIDE);
 }

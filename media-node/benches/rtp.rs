@@ -2,7 +2,7 @@
 //!
 //! - `inbound`: parse + jitter push/pop + μ-law decode + resample 8 → 16 kHz;
 //! - `outbound`: resample 16 → 8 kHz + μ-law encode + RTP header write;
-//! - and each stage alone.
+//! - and each stage alone, with G.722's encode and decode of a 20 ms frame for comparison.
 //!
 //! After criterion's runs, a plain timed loop prints the implied calls per core: a call is
 //! 50 packets/s in each direction.
@@ -184,6 +184,23 @@ fn stages(c: &mut Criterion) {
     let mut down = Resampler::new(SampleRate::Hz16000, SampleRate::Hz8000);
     c.bench_function("stage: resample 16k->8k (20 ms)", |b| {
         b.iter(|| down.process(black_box(&pcm16), &mut pcm8).unwrap())
+    });
+
+    // G.722 codes 16 kHz directly: no resampling, but sub-band ADPCM in both directions.
+    let mut g722_enc = FrameEncoder::new(AudioFormat::G722);
+    let mut g722_dec = FrameDecoder::new(AudioFormat::G722);
+    up.process(&pcm8, &mut pcm16).unwrap();
+    let mut wideband = [0u8; 160];
+    c.bench_function("stage: g722 encode 320 (20 ms)", |b| {
+        b.iter(|| g722_enc.encode(black_box(&pcm16), &mut wideband).unwrap())
+    });
+    let mut pcm16_out = [0i16; 320];
+    c.bench_function("stage: g722 decode 160 (20 ms)", |b| {
+        b.iter(|| {
+            g722_dec
+                .decode(black_box(&wideband), &mut pcm16_out)
+                .unwrap()
+        })
     });
 }
 

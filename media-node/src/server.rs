@@ -461,7 +461,7 @@ impl Transcoder {
     /// Converts one inbound chunk (any length); returns the outbound bytes of every 20 ms
     /// frame it completed, possibly none.
     fn convert(&mut self, payload: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let bps = self.decoder.format().encoding.bytes_per_sample();
+        let bps = self.decoder.format().encoding.unit_bytes();
         let joined;
         let input = if self.carry.is_empty() {
             payload

@@ -643,3 +643,112 @@ fn opus_dtmf_runs_on_the_48_khz_clock() {
         "{got:?}"
     );
 }
+
+/// G.722 through a session pair: payload type 9, 160-byte payloads, timestamps stepping 160
+/// per 20 ms on its 8000 Hz RTP clock although the audio is 16 kHz (RFC 3551 §4.5.2). A
+/// 5 kHz tone, which no 8 kHz codec carries, arrives at its level; a lost packet plays as
+/// silence; key presses run on the 8000 Hz clock (100 ms = 800 units).
+#[test]
+fn g722_session_pair_carries_a_wideband_tone() {
+    let t0 = Instant::now();
+    let a_addr: SocketAddr = "192.0.2.10:4000".parse().unwrap();
+    let b_addr: SocketAddr = "192.0.2.1:20000".parse().unwrap();
+    let mut a_cfg = SessionConfig::g711(AudioFormat::G722, 9, 7, 65_500, 4_294_967_200);
+    a_cfg.remote = Some(b_addr);
+    a_cfg.dtmf_payload_type = Some(101);
+    let mut b_cfg = SessionConfig::g711(AudioFormat::G722, 9, 8, 1, 1);
+    b_cfg.remote = Some(a_addr);
+    b_cfg.dtmf_payload_type = Some(101);
+    let mut a = RtpSession::new(t0, a_cfg).unwrap();
+    let mut b = RtpSession::new(t0, b_cfg).unwrap();
+    let mut received: Vec<i16> = Vec::new();
+    let mut headers = Vec::new();
+    let mut buf = [0u8; 1500];
+    let mut now = t0;
+    let mut next_frame = 0usize;
+    let mut packets = 0usize;
+    let mut dtmf = Vec::new();
+    while now < t0 + MS(2000) {
+        if next_frame < 75 && a.queued() < 2 {
+            a.send_audio(&tone(5000.0, next_frame, 8000.0));
+            next_frame += 1;
+        }
+        if next_frame == 75 && now == t0 + MS(1700) {
+            a.send_dtmf('4', MS(100)).unwrap();
+        }
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        while let Some(f) = b.poll_audio() {
+            received.extend_from_slice(&f.samples);
+        }
+        while let Some(e) = b.poll_event() {
+            dtmf.push(e);
+        }
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            let p = RtpPacket::parse(&buf[..t.len]).unwrap();
+            if p.header().payload_type == 9 {
+                assert_eq!(p.payload.len(), 160);
+                headers.push(p.header());
+            }
+            packets += 1;
+            // Packet 85 (during silence, after the tone) is lost on the way.
+            if packets != 85 {
+                b.receive(now, &buf[..t.len], a_addr);
+            }
+        }
+        while b.poll_transmit(now, &mut buf).is_some() {}
+        now += MS(5);
+    }
+    assert!(headers.len() >= 90, "{}", headers.len());
+    assert!(headers.iter().all(|h| h.ssrc == 7));
+    for w in headers[..80].windows(2) {
+        assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
+        assert_eq!(w[1].timestamp, w[0].timestamp.wrapping_add(160));
+    }
+    let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64;
+    let start = received
+        .chunks(FRAME_SAMPLES)
+        .position(|c| energy(c) > 1e6)
+        .expect("the tone arrived");
+    let window = &received[(start + 5) * FRAME_SAMPLES..(start + 55) * FRAME_SAMPLES];
+    let at = |f: f64| goertzel(window, 16_000.0, f);
+    for other in [3000.0, 4000.0, 4500.0, 5500.0, 6000.0] {
+        assert!(at(5000.0) > 100.0 * at(other), "5 kHz dominates {other} Hz");
+    }
+    let rms = energy(window).sqrt();
+    let level_db = 20.0 * (rms / (8000.0 / 2f64.sqrt())).log10();
+    assert!(level_db.abs() < 1.5, "level off by {level_db:.2} dB");
+    // Silence after the tone is coded silence, quiet once the decoder settles.
+    let tail = &received[received.len() - 10 * FRAME_SAMPLES..];
+    assert!(tail.iter().all(|s| s.abs() < 50), "quiet tail");
+    // The lost packet, and the seven event packets that took the audio's place.
+    let c = b.counters();
+    assert_eq!(c.frames_concealed, 1 + 7, "{c:?}");
+    assert!(
+        dtmf.contains(&MediaEvent::Dtmf {
+            digit: '4',
+            duration: MS(100)
+        }),
+        "{dtmf:?}"
+    );
+}
+
+proptest! {
+    #[test]
+    fn g722_receive_never_panics(packets in proptest::collection::vec(
+        (any::<u16>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..1400)), 0..12)
+    ) {
+        let t0 = Instant::now();
+        let mut cfg = SessionConfig::g711(AudioFormat::G722, 9, 1, 1, 1);
+        cfg.remote = Some(peer());
+        let mut s = RtpSession::new(t0, cfg).unwrap();
+        for (i, (seq, ts, payload)) in packets.iter().enumerate() {
+            let now = t0 + MS(20 * i as u64);
+            s.receive(now, &rtp(*seq, *ts, 5, 9, payload), peer());
+            s.handle_timeout(now);
+            while s.poll_audio().is_some() {}
+        }
+        s.handle_timeout(t0 + Duration::from_secs(2));
+        while s.poll_audio().is_some() {}
+    }
+}

@@ -214,6 +214,47 @@ fn opus_answer_follows_our_preference_and_echoes_the_payload_type() {
     assert!(answer(&parse(only_opus), &l).is_ok());
 }
 
+/// G.722 is `G722/8000` on static type 9 (RFC 3551 §4.5.2): chosen where we prefer it, with
+/// the 8 kHz telephone-event; offered after G.711 when listed so; `G722/16000` (a common
+/// mistake) is not taken for it.
+#[test]
+fn g722_is_answered_and_offered_on_its_8000_clock() {
+    let g722_offer = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+         m=audio 4000 RTP/AVP 9 0 101\r\na=rtpmap:9 G722/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
+    let mut l = local();
+    l.codecs = vec![Codec::G722, Codec::Pcmu];
+    let (a, n) = answer(&parse(g722_offer), &l).unwrap();
+    assert_eq!(
+        (n.codec, n.payload_type, n.clock_rate, n.dtmf_payload_type),
+        (Codec::G722, 9, 8000, Some(101))
+    );
+    let text = String::from_utf8(a.to_bytes()).unwrap();
+    assert!(text.contains("m=audio 20000 RTP/AVP 9 101\r\n"), "{text}");
+    assert!(text.contains("a=rtpmap:9 G722/8000\r\n"), "{text}");
+    // G.711 preferred: PCMU, though the offer lists G.722 first.
+    l.codecs = vec![Codec::Pcmu, Codec::G722];
+    let (_, n) = answer(&parse(g722_offer), &l).unwrap();
+    assert_eq!(n.codec, Codec::Pcmu);
+    // A 16 kHz "G722" clock: not RFC 3551 G.722, so PCMU (or nothing).
+    let odd = g722_offer
+        .replace("RTP/AVP 9 0 101", "RTP/AVP 96 0 101")
+        .replace("a=rtpmap:9 G722/8000", "a=rtpmap:96 G722/16000");
+    l.codecs = vec![Codec::G722, Codec::Pcmu];
+    let (_, n) = answer(&parse(&odd), &l).unwrap();
+    assert_eq!(n.codec, Codec::Pcmu);
+    l.codecs = vec![Codec::G722];
+    assert_eq!(
+        answer(&parse(&odd), &l).err(),
+        Some(SdpError::NoCommonCodec)
+    );
+    // Our offer: static 9 with its rtpmap, in our order.
+    l.codecs = vec![Codec::Pcmu, Codec::G722];
+    let text = String::from_utf8(offer(&l).to_bytes()).unwrap();
+    assert!(text.contains("RTP/AVP 0 9 101\r\n"), "{text}");
+    assert!(text.contains("a=rtpmap:9 G722/8000\r\n"), "{text}");
+}
+
 #[test]
 fn our_offer_lists_opus_as_rfc7587_says() {
     let mut l = local();

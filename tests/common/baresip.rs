@@ -12,6 +12,31 @@ pub const RATE: u32 = 8000;
 pub const TONE_HZ: f64 = 1000.0;
 pub const AMPLITUDE: f64 = 12_000.0;
 
+/// A test tone: the WAV baresip plays, and what its recording is checked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Tone {
+    /// Sample rate of the WAV and of baresip's recording.
+    pub rate: u32,
+    pub hz: f64,
+    pub amplitude: f64,
+}
+
+impl Tone {
+    /// 1 kHz at 8 kHz: what every G.711 call carries.
+    pub const NARROW: Tone = Tone {
+        rate: RATE,
+        hz: TONE_HZ,
+        amplitude: AMPLITUDE,
+    };
+    /// 6 kHz at 16 kHz: above what any 8 kHz leg can carry, so hearing it proves the call
+    /// stayed wideband end to end.
+    pub const WIDE: Tone = Tone {
+        rate: 16_000,
+        hz: 6000.0,
+        amplitude: AMPLITUDE,
+    };
+}
+
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -380,6 +405,11 @@ pub struct PhoneSetup {
 
 impl PhoneSetup {
     pub fn write(dir: &Path, accounts: &str, wav: &Path) -> PhoneSetup {
+        PhoneSetup::write_with_config(dir, "config", accounts, wav)
+    }
+
+    /// As [`write`](Self::write), from the config template `config` in `tests/baresip/`.
+    pub fn write_with_config(dir: &Path, config: &str, accounts: &str, wav: &Path) -> PhoneSetup {
         let cfg = dir.join("baresip");
         let rec = dir.join("rec");
         for d in [&cfg, &rec] {
@@ -400,7 +430,7 @@ impl PhoneSetup {
             .replace("@AUDIO_WAV@", wav.to_str().unwrap())
             .replace("@REC_DIR@", rec.to_str().unwrap())
         };
-        std::fs::write(cfg.join("config"), fill("config")).unwrap();
+        std::fs::write(cfg.join("config"), fill(config)).unwrap();
         std::fs::write(cfg.join("accounts"), fill(accounts)).unwrap();
         std::fs::write(cfg.join("contacts"), "").unwrap();
         PhoneSetup {
@@ -415,19 +445,30 @@ impl PhoneSetup {
 /// `seconds` of the test tone at [`RATE`], as WAV: long enough that baresip, which hangs up
 /// when its source ends, outlives the call.
 pub fn write_tone_wav(path: &Path, seconds: usize) {
-    let tone: Vec<i16> = (0..RATE as usize * seconds)
+    write_tone(path, seconds, Tone::NARROW);
+}
+
+/// `seconds` of `tone`, as WAV.
+pub fn write_tone(path: &Path, seconds: usize, tone: Tone) {
+    let samples: Vec<i16> = (0..tone.rate as usize * seconds)
         .map(|i| {
-            let t = i as f64 / f64::from(RATE);
-            (AMPLITUDE * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16
+            let t = i as f64 / f64::from(tone.rate);
+            (tone.amplitude * (2.0 * std::f64::consts::PI * tone.hz * t).sin()) as i16
         })
         .collect();
-    write_wav(path, RATE, &tone);
+    write_wav(path, tone.rate, &samples);
 }
 
 /// Checks what baresip decoded from the far end (`dump-<time>-dec.wav` in `rec`): at least
 /// `min_loud_secs` of sound, at the level sent (±30%), with the tone dominant over its
 /// neighbours (Goertzel).
 pub fn assert_heard_tone(rec: &Path, min_loud_secs: f64, phone_output: &str) {
+    assert_heard(rec, min_loud_secs, phone_output, Tone::NARROW);
+}
+
+/// [`assert_heard_tone`] for any [`Tone`]: neighbours at fixed ratios of its frequency, below
+/// the recording's Nyquist frequency.
+pub fn assert_heard(rec: &Path, min_loud_secs: f64, phone_output: &str, tone: Tone) {
     let dec: Vec<PathBuf> = std::fs::read_dir(rec)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -440,38 +481,42 @@ pub fn assert_heard_tone(rec: &Path, min_loud_secs: f64, phone_output: &str) {
         rec.display(),
     );
     let (rate, heard) = read_wav(&dec[0]);
-    assert_eq!(rate, RATE, "recording's sample rate");
+    assert_eq!(rate, tone.rate, "recording's sample rate");
     // 20 ms frames carrying sound: the echo of our tone, after its round trip.
-    let frame = RATE as usize / 50;
+    let frame = rate as usize / 50;
     let loud: Vec<i16> = heard
         .chunks_exact(frame)
-        .filter(|f| rms(f) > AMPLITUDE / 10.0)
+        .filter(|f| rms(f) > tone.amplitude / 10.0)
         .flatten()
         .copied()
         .collect();
-    let loud_secs = loud.len() as f64 / f64::from(RATE);
-    let heard_secs = heard.len() as f64 / f64::from(RATE);
+    let loud_secs = loud.len() as f64 / f64::from(rate);
+    let heard_secs = heard.len() as f64 / f64::from(rate);
     assert!(
         loud_secs >= min_loud_secs,
         "only {loud_secs:.2} s of sound in {heard_secs:.2} s received"
     );
     let level = rms(&loud);
-    let sent_level = AMPLITUDE / std::f64::consts::SQRT_2;
+    let sent_level = tone.amplitude / std::f64::consts::SQRT_2;
     assert!(
         (0.7 * sent_level..1.3 * sent_level).contains(&level),
         "received level {level:.0} RMS, sent {sent_level:.0}"
     );
-    let at = |f: f64| goertzel(&loud, f64::from(RATE), f);
-    let tone_power = at(TONE_HZ);
+    let at = |f: f64| goertzel(&loud, f64::from(rate), f);
+    let hz = tone.hz;
+    let tone_power = at(hz);
     eprintln!(
-        "heard {heard_secs:.2} s, {loud_secs:.2} s of it loud at {level:.0} RMS; 1 kHz power {tone_power:.3e}"
+        "heard {heard_secs:.2} s, {loud_secs:.2} s of it loud at {level:.0} RMS; {hz} Hz power {tone_power:.3e}"
     );
-    for other in [
-        250.0, 500.0, 750.0, 900.0, 1100.0, 1250.0, 1500.0, 2000.0, 3000.0,
-    ] {
+    let nyquist = f64::from(rate) / 2.0;
+    for other in [0.25, 0.5, 0.75, 0.9, 1.1, 1.25, 1.5, 2.0, 3.0]
+        .map(|r| r * hz)
+        .into_iter()
+        .filter(|f| *f < nyquist)
+    {
         assert!(
             tone_power > 100.0 * at(other),
-            "1 kHz power {tone_power:.3e} is not dominant over {other} Hz ({:.3e})",
+            "{hz} Hz power {tone_power:.3e} is not dominant over {other} Hz ({:.3e})",
             at(other)
         );
     }

@@ -158,10 +158,9 @@ impl Band {
         let step = if d == 0 { 0 } else { 128 };
         let sgd = d >> 15;
         let mut bp = [0i32; 7];
-        for i in 1..7 {
-            let agree = (self.d[i] >> 15) == sgd;
-            let wd2 = if agree { step } else { -step };
-            bp[i] = sat(wd2 + ((self.b[i] * 32640) >> 15));
+        for ((bp, &b), &d) in bp.iter_mut().zip(&self.b).zip(&self.d).skip(1) {
+            let wd2 = if (d >> 15) == sgd { step } else { -step };
+            *bp = sat(wd2 + ((b * 32640) >> 15));
         }
 
         // DELAYA: shift the histories (index 1 becomes this sample's values).
@@ -183,8 +182,8 @@ impl Band {
         self.sp = sat(wd1 + wd2);
         // FILTEZ: the zero part.
         let mut sz = 0;
-        for i in (1..7).rev() {
-            sz += (self.b[i] * sat(self.d[i] + self.d[i])) >> 15;
+        for (&b, &d) in self.b[1..].iter().zip(&self.d[1..]) {
+            sz += (b * sat(d + d)) >> 15;
         }
         self.sz = sat(sz);
         // PREDIC.
@@ -210,9 +209,9 @@ impl Qmf {
         self.x[23] = second;
         let mut even = 0;
         let mut odd = 0;
-        for (i, c) in QMF.iter().enumerate() {
-            even += self.x[2 * i] * c;
-            odd += self.x[2 * i + 1] * QMF[11 - i];
+        for ((pair, &c_even), &c_odd) in self.x.chunks_exact(2).zip(&QMF).zip(QMF.iter().rev()) {
+            even += pair[0] * c_even;
+            odd += pair[1] * c_odd;
         }
         (even, odd)
     }
@@ -269,9 +268,9 @@ impl Encoder {
         let el = sat(xlow - self.low.s);
         let magnitude = if el >= 0 { el } else { -(el + 1) };
         let det = self.low.det;
-        let interval = (1..30)
-            .find(|&i| magnitude < (Q6[i] * det) >> 12)
-            .unwrap_or(30);
+        // The first level above the magnitude (30 past the last); the levels rise, so a
+        // binary search finds it.
+        let interval = 1 + Q6[1..].partition_point(|&q| (q * det) >> 12 <= magnitude);
         let ilow = if el < 0 { ILN[interval] } else { ILP[interval] };
         // INVQAL on the 4-bit code, then the scale factor and predictor.
         let ril = usize::from(ilow >> 2);

@@ -6,6 +6,7 @@
 //! what the speech engines want, keeps the whole wideband voice range, and costs half of 32 kHz.
 //!
 //! - [`g711`]: μ-law/A-law, bit-exact to ITU-T G.711;
+//! - [`g722`]: G.722 sub-band ADPCM (16 kHz audio at 64 kbit/s), bit-exact to libg722;
 //! - [`opus`]: Opus (RFC 6716/7587) through libopus, 48 kHz packets ⇄ 16 kHz frames;
 //! - [`resample`]: the polyphase resampler between 8/16/24/48 kHz;
 //! - [`FrameDecoder`] / [`FrameEncoder`]: wire payload ⇄ internal 16 kHz PCM (decode + resample),
@@ -93,16 +94,32 @@ pub enum Encoding {
     /// Opus (RFC 6716) at 48 kHz over RTP (RFC 7587): compressed, variable-size packets
     /// coded by [`opus`], not by [`FrameDecoder`]/[`FrameEncoder`].
     Opus,
+    /// G.722 at 64 kbit/s: 16 kHz audio, one byte per two samples (RTP static payload type 9,
+    /// on an 8000 Hz RTP clock: RFC 3551 §4.5.2). Its coder is stateful.
+    G722,
 }
 
 impl Encoding {
-    /// Bytes per sample. Opus has none (its packets are compressed); it counts as the 16-bit
-    /// PCM it decodes to, so sizes derived from it are upper bounds, never zero.
-    pub const fn bytes_per_sample(self) -> usize {
+    /// Bits per sample: 8 for G.711, 16 for linear PCM, 4 for G.722. Opus has none (its
+    /// packets are compressed); it counts as the 16-bit PCM it decodes to, so sizes derived
+    /// from it are upper bounds, never zero.
+    pub const fn bits_per_sample(self) -> usize {
         match self {
-            Encoding::Pcmu | Encoding::Pcma => 1,
-            Encoding::L16 | Encoding::S16Le | Encoding::Opus => 2,
+            Encoding::Pcmu | Encoding::Pcma => 8,
+            Encoding::L16 | Encoding::S16Le | Encoding::Opus => 16,
+            Encoding::G722 => 4,
         }
+    }
+
+    /// The smallest whole piece of a payload, in bytes: a payload is a whole number of them
+    /// (2 for 16-bit PCM, 1 otherwise).
+    pub const fn unit_bytes(self) -> usize {
+        self.bits_per_sample().div_ceil(8)
+    }
+
+    /// Samples in one [`unit_bytes`](Self::unit_bytes) piece (2 for G.722, 1 otherwise).
+    pub const fn unit_samples(self) -> usize {
+        self.unit_bytes() * 8 / self.bits_per_sample()
     }
 
     /// The RTP static payload type (RFC 3551 table 4), where one exists at 8 kHz.
@@ -110,15 +127,18 @@ impl Encoding {
         match self {
             Encoding::Pcmu => Some(0),
             Encoding::Pcma => Some(8),
+            Encoding::G722 => Some(9),
             Encoding::L16 | Encoding::S16Le | Encoding::Opus => None,
         }
     }
 
     /// The byte that encodes silence (zero): 0xFF in μ-law, 0xD5 in A-law, 0 in linear PCM.
-    /// Linear PCM silence is two such bytes per sample, whatever the byte order.
+    /// Linear PCM silence is two such bytes per sample, whatever the byte order. G.722 has
+    /// none (its coder adapts, so coders encode silent frames instead): 0xFF holds the
+    /// smallest step of both sub-bands and decodes to near-silence once the decoder settles.
     pub const fn silence_byte(self) -> u8 {
         match self {
-            Encoding::Pcmu => 0xFF,
+            Encoding::Pcmu | Encoding::G722 => 0xFF,
             Encoding::Pcma => 0xD5,
             Encoding::L16 | Encoding::S16Le | Encoding::Opus => 0x00,
         }
@@ -131,6 +151,7 @@ impl Encoding {
             Encoding::Pcma => "PCMA",
             Encoding::L16 | Encoding::S16Le => "L16",
             Encoding::Opus => "opus",
+            Encoding::G722 => "G722",
         }
     }
 }
@@ -153,6 +174,8 @@ impl AudioFormat {
     pub const S16LE_8K: AudioFormat = AudioFormat::new(Encoding::S16Le, SampleRate::Hz8000);
     /// Opus at 48 kHz (RFC 7587's RTP clock), sent mono.
     pub const OPUS: AudioFormat = AudioFormat::new(Encoding::Opus, SampleRate::Hz48000);
+    /// G.722: 16 kHz audio at 64 kbit/s.
+    pub const G722: AudioFormat = AudioFormat::new(Encoding::G722, SampleRate::Hz16000);
     /// The internal format, as little-endian bytes.
     pub const INTERNAL: AudioFormat = AudioFormat::new(Encoding::S16Le, INTERNAL_RATE);
 
@@ -161,17 +184,24 @@ impl AudioFormat {
         AudioFormat { encoding, rate }
     }
 
-    /// Payload bytes for `duration` of audio, rounded down to whole samples (saturates at
-    /// `usize::MAX`).
+    /// The RTP timestamp clock: the sample rate, except G.722's 8000 Hz (RFC 3551 §4.5.2).
+    pub const fn rtp_clock(self) -> u32 {
+        match self.encoding {
+            Encoding::G722 => g722::RTP_CLOCK,
+            _ => self.rate.hz(),
+        }
+    }
+
+    /// Payload bytes for `duration` of audio, rounded down to whole units (samples; pairs of
+    /// samples in G.722; saturates at `usize::MAX`).
     pub fn bytes_in(self, duration: Duration) -> usize {
-        self.rate
-            .samples_in(duration)
-            .saturating_mul(self.encoding.bytes_per_sample())
+        let e = self.encoding;
+        (self.rate.samples_in(duration) / e.unit_samples()).saturating_mul(e.unit_bytes())
     }
 
     /// Payload bytes of one second of audio.
     pub const fn bytes_per_second(self) -> u64 {
-        self.rate.hz() as u64 * self.encoding.bytes_per_sample() as u64
+        self.rate.hz() as u64 * self.encoding.bits_per_sample() as u64 / 8
     }
 
     /// How long `bytes` of payload play (a trailing partial sample counts pro rata).
@@ -182,7 +212,7 @@ impl AudioFormat {
 
     /// Payload bytes in one 20 ms frame.
     pub const fn frame_bytes(self) -> usize {
-        self.rate.frame_samples() * self.encoding.bytes_per_sample()
+        self.rate.frame_samples() * self.encoding.bits_per_sample() / 8
     }
 }
 
@@ -249,6 +279,8 @@ pub struct FrameDecoder {
     format: AudioFormat,
     resampler: Resampler,
     scratch: Box<[i16]>,
+    /// G.722's adaptive state.
+    g722: Option<Box<g722::Decoder>>,
 }
 
 impl FrameDecoder {
@@ -258,6 +290,7 @@ impl FrameDecoder {
             format,
             resampler: Resampler::new(format.rate, INTERNAL_RATE),
             scratch: vec![0; SCRATCH_SAMPLES].into_boxed_slice(),
+            g722: (format.encoding == Encoding::G722).then(Box::default),
         }
     }
 
@@ -268,8 +301,9 @@ impl FrameDecoder {
 
     /// 16 kHz samples the next `decode` of `payload_len` bytes writes.
     pub fn output_len(&self, payload_len: usize) -> usize {
+        let e = self.format.encoding;
         self.resampler
-            .output_len(payload_len / self.format.encoding.bytes_per_sample())
+            .output_len(payload_len / e.unit_bytes() * e.unit_samples())
     }
 
     /// Decodes `payload`, writing 16 kHz samples to the front of `out`; returns how many. A
@@ -278,8 +312,9 @@ impl FrameDecoder {
         if self.format.encoding == Encoding::Opus {
             return Err(CodecError::Unsupported(Encoding::Opus));
         }
-        let bps = self.format.encoding.bytes_per_sample();
-        if payload.len() / bps * bps != payload.len() {
+        let unit = self.format.encoding.unit_bytes();
+        let unit_samples = self.format.encoding.unit_samples();
+        if payload.len() / unit * unit != payload.len() {
             return Err(CodecError::OddLength(payload.len()));
         }
         let needed = self.output_len(payload.len());
@@ -290,8 +325,8 @@ impl FrameDecoder {
             });
         }
         let mut written = 0;
-        for chunk in payload.chunks(SCRATCH_SAMPLES * bps) {
-            let n = chunk.len() / bps;
+        for chunk in payload.chunks(SCRATCH_SAMPLES / unit_samples * unit) {
+            let n = chunk.len() / unit * unit_samples;
             let pcm = &mut self.scratch[..n];
             match self.format.encoding {
                 Encoding::Pcmu => {
@@ -310,6 +345,11 @@ impl FrameDecoder {
                         *s = i16::from_le_bytes([b[0], b[1]]);
                     }
                 }
+                Encoding::G722 => {
+                    if let Some(g) = self.g722.as_mut() {
+                        g.decode(chunk, pcm);
+                    }
+                }
                 Encoding::Opus => return Err(CodecError::Unsupported(Encoding::Opus)),
             }
             written += self.resampler.process(pcm, &mut out[written..]).map_err(
@@ -322,9 +362,12 @@ impl FrameDecoder {
         Ok(written)
     }
 
-    /// Forgets resampler history (after a stream restart).
+    /// Forgets resampler and G.722 history (after a stream restart).
     pub fn reset(&mut self) {
         self.resampler.reset();
+        if let Some(g) = self.g722.as_mut() {
+            **g = g722::Decoder::new();
+        }
     }
 }
 
@@ -334,6 +377,8 @@ pub struct FrameEncoder {
     format: AudioFormat,
     resampler: Resampler,
     scratch: Box<[i16]>,
+    /// G.722's adaptive state.
+    g722: Option<Box<g722::Encoder>>,
 }
 
 impl FrameEncoder {
@@ -344,6 +389,7 @@ impl FrameEncoder {
             resampler: Resampler::new(INTERNAL_RATE, format.rate),
             // 320 internal samples become at most 960 at 48 kHz; pieces are sized to fit.
             scratch: vec![0; SCRATCH_SAMPLES].into_boxed_slice(),
+            g722: (format.encoding == Encoding::G722).then(Box::default),
         }
     }
 
@@ -352,9 +398,11 @@ impl FrameEncoder {
         self.format
     }
 
-    /// Bytes the next `encode` of `samples` 16 kHz samples writes.
+    /// Bytes the next `encode` of `samples` 16 kHz samples writes (G.722 codes whole pairs:
+    /// give it even counts, as frames are).
     pub fn output_len(&self, samples: usize) -> usize {
-        self.resampler.output_len(samples) * self.format.encoding.bytes_per_sample()
+        let e = self.format.encoding;
+        self.resampler.output_len(samples) / e.unit_samples() * e.unit_bytes()
     }
 
     /// Encodes 16 kHz `pcm` into the front of `out`; returns the byte count. One
@@ -370,8 +418,10 @@ impl FrameEncoder {
         if self.format.encoding == Encoding::Opus {
             return Err(CodecError::Unsupported(Encoding::Opus));
         }
-        let bps = self.format.encoding.bytes_per_sample();
-        // Input piece so that its output fits the scratch at any ratio up to 16k → 48k (×3).
+        let unit = self.format.encoding.unit_bytes();
+        let unit_samples = self.format.encoding.unit_samples();
+        // Input piece so that its output fits the scratch at any ratio up to 16k → 48k (×3);
+        // even, so G.722 pairs never straddle two pieces.
         let piece = SCRATCH_SAMPLES / 3;
         let mut written = 0;
         for chunk in pcm.chunks(piece) {
@@ -382,7 +432,8 @@ impl FrameEncoder {
                 },
             )?;
             let resampled = &self.scratch[..n];
-            let dst = &mut out[written..written + n * bps];
+            let len = n / unit_samples * unit;
+            let dst = &mut out[written..written + len];
             match self.format.encoding {
                 Encoding::Pcmu => {
                     g711::encode_ulaw(resampled, dst);
@@ -400,16 +451,24 @@ impl FrameEncoder {
                         b.copy_from_slice(&s.to_le_bytes());
                     }
                 }
+                Encoding::G722 => {
+                    if let Some(g) = self.g722.as_mut() {
+                        g.encode(resampled, dst);
+                    }
+                }
                 Encoding::Opus => return Err(CodecError::Unsupported(Encoding::Opus)),
             }
-            written += n * bps;
+            written += len;
         }
         Ok(written)
     }
 
-    /// Forgets resampler history.
+    /// Forgets resampler and G.722 history.
     pub fn reset(&mut self) {
         self.resampler.reset();
+        if let Some(g) = self.g722.as_mut() {
+            **g = g722::Encoder::new();
+        }
     }
 }
 
@@ -478,6 +537,57 @@ mod tests {
         assert_eq!(SampleRate::from_hz(44_100), None);
         assert_eq!(INTERNAL_RATE.frame_samples(), FRAME_SAMPLES);
         assert_eq!(Encoding::Pcma.static_payload_type(), Some(8));
+        // G.722: 4 bits a sample at 16 kHz, on an 8000 Hz RTP clock.
+        let g = AudioFormat::G722;
+        assert_eq!(g.frame_bytes(), 160);
+        assert_eq!(g.bytes_per_second(), 8000);
+        assert_eq!(g.rtp_clock(), 8000);
+        assert_eq!(AudioFormat::PCMU.rtp_clock(), 8000);
+        assert_eq!(AudioFormat::OPUS.rtp_clock(), 48_000);
+        assert_eq!(g.bytes_in(Duration::from_millis(30)), 240);
+        assert_eq!(g.duration_of(160), Duration::from_millis(20));
+        assert_eq!(Encoding::G722.static_payload_type(), Some(9));
+        assert_eq!(
+            (Encoding::G722.unit_bytes(), Encoding::G722.unit_samples()),
+            (1, 2)
+        );
+        assert_eq!(
+            (Encoding::L16.unit_bytes(), Encoding::L16.unit_samples()),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn g722_frames_code_through_the_frame_coders() {
+        let mut enc = FrameEncoder::new(AudioFormat::G722);
+        let mut dec = FrameDecoder::new(AudioFormat::G722);
+        let mut frame = PcmFrame::silence();
+        for (i, s) in frame.samples.iter_mut().enumerate() {
+            *s = ((i as f64 * 0.7).sin() * 6000.0) as i16;
+        }
+        let mut wire = [0u8; 160];
+        let mut back = [0i16; FRAME_SAMPLES];
+        let mut reference = g722::Encoder::new();
+        let mut want = [0u8; 160];
+        for _ in 0..3 {
+            assert_eq!(enc.encode(&frame.samples, &mut wire).unwrap(), 160);
+            reference.encode(&frame.samples, &mut want);
+            assert_eq!(
+                wire, want,
+                "the frame coder is the codec, state carried over"
+            );
+            assert_eq!(dec.output_len(160), FRAME_SAMPLES);
+            assert_eq!(dec.decode(&wire, &mut back).unwrap(), FRAME_SAMPLES);
+        }
+        // Long payloads in pieces: 100 ms is 800 bytes and 1600 samples.
+        let mut out = vec![0i16; 1600];
+        assert_eq!(dec.decode(&[0x55; 800], &mut out).unwrap(), 1600);
+        // A reset starts over: the same input codes as it did first.
+        enc.reset();
+        let mut fresh = g722::Encoder::new();
+        fresh.encode(&frame.samples, &mut want);
+        enc.encode(&frame.samples, &mut wire).unwrap();
+        assert_eq!(wire, want);
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl StreamPipeline {
     }
 
     fn on_media(&mut self, payload: &[u8], actions: &mut Vec<Action>) {
-        let bps = self.decoder.format().encoding.bytes_per_sample();
+        let bps = self.decoder.format().encoding.unit_bytes();
         let mut input = std::mem::take(&mut self.carry);
         input.extend_from_slice(payload);
         let whole = input.len() / bps * bps;

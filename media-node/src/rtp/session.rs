@@ -29,7 +29,8 @@
 //!   tick sends one packet: a DTMF event packet while a key press is being sent (RFC 4733:
 //!   event packets take the place of audio), else the next queued frame encoded, else
 //!   silence (so NATs and the peer's RTP timeout see a live stream). Sequence numbers grow by
-//!   one per packet sent and timestamps by 20 ms of the codec clock per tick (160 for G.711,
+//!   one per packet sent and timestamps by 20 ms of the codec clock per tick (160 for G.711
+//!   and G.722, whose RTP clock is 8000 Hz though it samples at 16 kHz, RFC 3551 §4.5.2;
 //!   960 for Opus, RFC 7587) from random starts (RFC 3550 §5.1);
 //!   the first packet, and the first after a gap, carry the marker bit (RFC 3551 §4.1). A
 //!   driver woken late sends the ticks it missed at once, up to
@@ -63,7 +64,8 @@ pub const DEFAULT_RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// The session's settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// The negotiated audio format: 8 kHz G.711 or 48 kHz Opus ([`AudioFormat::OPUS`]).
+    /// The negotiated audio format: 8 kHz G.711, G.722 ([`AudioFormat::G722`]) or 48 kHz
+    /// Opus ([`AudioFormat::OPUS`]).
     pub format: AudioFormat,
     pub payload_type: u8,
     /// The negotiated `telephone-event` payload type, if any.
@@ -303,8 +305,9 @@ pub struct Transmit {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Coder {
-    /// G.711: stateless apart from resampling; a lost frame plays as silence.
-    G711 {
+    /// G.711 and G.722, coded by [`FrameDecoder`]/[`FrameEncoder`]; a lost frame plays as
+    /// silence. G.722's coder adapts, so it encodes silent frames rather than a fill byte.
+    Frame {
         decoder: FrameDecoder,
         encoder: FrameEncoder,
     },
@@ -406,12 +409,13 @@ impl RtpSession {
     /// A session whose clock starts at `now` (first packet sent at `now`).
     pub fn new(now: Instant, config: SessionConfig) -> Result<Self, SessionError> {
         let opus = match (config.format.encoding, config.format.rate.hz()) {
-            (Encoding::Pcmu | Encoding::Pcma, 8000) => false,
+            (Encoding::Pcmu | Encoding::Pcma, 8000) | (Encoding::G722, 16_000) => false,
             (Encoding::Opus, 48_000) => true,
             _ => return Err(SessionError::UnsupportedFormat),
         };
         let mut jcfg = config.jitter;
-        jcfg.clock_rate = config.format.rate.hz();
+        let clock = config.format.rtp_clock();
+        jcfg.clock_rate = clock;
         if opus {
             jcfg.max_payload = jcfg.max_payload.max(MAX_OPUS_PAYLOAD);
         }
@@ -427,23 +431,23 @@ impl RtpSession {
             let encoder = FrameEncoder::new(config.format);
             let decoded_len = decoder.output_len(jcfg.max_payload) + 16;
             let frame_bytes = encoder.output_len(crate::codec::FRAME_SAMPLES);
-            (Coder::G711 { decoder, encoder }, decoded_len, frame_bytes)
+            (Coder::Frame { decoder, encoder }, decoded_len, frame_bytes)
         };
         let decoded = vec![0i16; decoded_len].into_boxed_slice();
         let payload = vec![0u8; frame_bytes.max(4)].into_boxed_slice();
-        // G.711's silence; Opus encodes silent frames instead (none here).
+        // G.711's silence; Opus and G.722 encode silent frames instead (none here).
         let silence = match config.format.encoding {
             Encoding::Pcma => vec![g711::linear_to_alaw(0); frame_bytes],
-            Encoding::Opus => Vec::new(),
+            Encoding::Opus | Encoding::G722 => Vec::new(),
             _ => vec![g711::linear_to_ulaw(0); frame_bytes],
         }
         .into_boxed_slice();
         let interval = Duration::from_millis(u64::from(crate::codec::FRAME_MS));
-        let dtmf_tx = DtmfSender::new(config.format.rate.hz(), interval, 10)?;
+        let dtmf_tx = DtmfSender::new(clock, interval, 10)?;
         let pacer = Pacer::new(
             now,
             interval,
-            config.format.rate.hz(),
+            clock,
             config.initial_timestamp,
             config.max_burst,
         );
@@ -716,7 +720,7 @@ impl RtpSession {
             DtmfNotice::Ended { duration, .. } => MediaEvent::Dtmf {
                 digit,
                 duration: Duration::from_micros(
-                    u64::from(duration) * 1_000_000 / u64::from(self.config.format.rate.hz()),
+                    u64::from(duration) * 1_000_000 / u64::from(self.config.format.rtp_clock()),
                 ),
             },
         };
@@ -764,13 +768,15 @@ impl RtpSession {
     }
 
     fn play_out(&mut self, now: Instant) {
-        let rate_ratio = crate::codec::INTERNAL_RATE.hz() / self.config.format.rate.hz().max(1);
+        // Internal samples per RTP timestamp unit (2 for G.711 and G.722, 0 for Opus, which
+        // conceals by itself).
+        let rate_ratio = crate::codec::INTERNAL_RATE.hz() / self.config.format.rtp_clock().max(1);
         loop {
             let samples = match self.jitter.pop(now) {
                 Playout::Frame(f) => {
                     self.counters.frames_played += 1;
                     match &mut self.coder {
-                        Coder::G711 { decoder, .. } => {
+                        Coder::Frame { decoder, .. } => {
                             decoder.decode(f.payload, &mut self.decoded).unwrap_or(0)
                         }
                         Coder::Opus { decoder, .. } => decoder
@@ -781,7 +787,7 @@ impl RtpSession {
                 Playout::Missing { duration, .. } => {
                     self.counters.frames_concealed += 1;
                     match &mut self.coder {
-                        Coder::G711 { .. } => {
+                        Coder::Frame { .. } => {
                             let n =
                                 (duration as usize * rate_ratio as usize).min(self.decoded.len());
                             self.decoded[..n].fill(0);
@@ -912,10 +918,16 @@ impl RtpSession {
             return None;
         }
         let encoded = match (&mut self.coder, &frame) {
-            (Coder::G711 { encoder, .. }, Some(f)) => {
+            (Coder::Frame { encoder, .. }, Some(f)) => {
                 encoder.encode(&f.samples, &mut self.payload).ok()
             }
-            (Coder::G711 { .. }, None) => None,
+            // G.722 adapts to what it codes: silence is coded, not filled in.
+            (Coder::Frame { encoder, .. }, None) if encoder.format().encoding == Encoding::G722 => {
+                encoder
+                    .encode(&PcmFrame::silence().samples, &mut self.payload)
+                    .ok()
+            }
+            (Coder::Frame { .. }, None) => None,
             (Coder::Opus { encoder, .. }, f) => {
                 let silent = PcmFrame::silence();
                 match encoder.encode(f.as_ref().unwrap_or(&silent)) {

@@ -639,8 +639,16 @@ pub fn answer(
         let pick = local.codecs.iter().find_map(|want| {
             offered
                 .iter()
-                // RFC 7587: Opus is always `opus/48000/2`, whatever it carries.
-                .find(|(_, c, rate)| c == want && (*c != Codec::Opus || *rate == 48_000))
+                // RFC 7587: Opus is always `opus/48000/2`, whatever it carries; RFC 3551:
+                // G.722 is `G722/8000` (a `G722/16000` would leave its timestamps ambiguous).
+                .find(|(_, c, rate)| {
+                    c == want
+                        && match c {
+                            Codec::Opus => *rate == 48_000,
+                            Codec::G722 => *rate == 8000,
+                            _ => true,
+                        }
+                })
                 .map(|(pt, c, rate)| (*pt, c.clone(), *rate))
         });
         if let Some((pt, c, rate)) = pick {

@@ -351,6 +351,7 @@ impl MediaPlan {
     fn format(&self) -> AudioFormat {
         match self.codec {
             Codec::Pcma => AudioFormat::PCMA,
+            Codec::G722 => AudioFormat::G722,
             Codec::Opus => AudioFormat::OPUS,
             _ => AudioFormat::PCMU,
         }
@@ -359,13 +360,14 @@ impl MediaPlan {
 
 /// The codecs the RTP session carries.
 fn carried(c: &Codec) -> bool {
-    matches!(c, Codec::Pcmu | Codec::Pcma | Codec::Opus)
+    matches!(c, Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::Opus)
 }
 
-/// `codec` at `rate` is one we carry: G.711 at 8 kHz, Opus at 48 kHz (RFC 7587).
+/// `codec` at `rate` is one we carry: G.711 and G.722 on an 8 kHz clock (RFC 3551), Opus
+/// at 48 kHz (RFC 7587).
 fn carried_at(codec: &Codec, rate: u32) -> bool {
     match codec {
-        Codec::Pcmu | Codec::Pcma => rate == 8000,
+        Codec::Pcmu | Codec::Pcma | Codec::G722 => rate == 8000,
         Codec::Opus => rate == 48_000,
         _ => false,
     }
@@ -970,7 +972,7 @@ mod tests {
     }
 
     #[test]
-    fn answers_to_our_offers_give_opus_or_g711_plans() {
+    fn answers_to_our_offers_give_opus_g722_or_g711_plans() {
         // Opus on the answerer's PT with the 48 kHz telephone-event, not the 8 kHz one.
         let a = answer_with(
             "m=audio 4000 RTP/AVP 111 110 101\r\na=rtpmap:111 opus/48000/2\r\n\
@@ -994,10 +996,17 @@ mod tests {
             (plan.format(), plan.payload_type, plan.dtmf_payload_type),
             (AudioFormat::PCMA, 8, Some(101))
         );
-        // "opus" on another clock, or G.722, is nothing we carry.
+        // G.722 on its static type and 8 kHz clock, with the 8 kHz telephone-event.
+        let a = answer_with("m=audio 4000 RTP/AVP 9 101\r\na=rtpmap:101 telephone-event/8000\r\n");
+        let plan = plan_from_answer(&a).unwrap();
+        assert_eq!(
+            (plan.format(), plan.payload_type, plan.dtmf_payload_type),
+            (AudioFormat::G722, 9, Some(101))
+        );
+        // "opus" or "G722" on another clock is nothing we carry.
         for m in [
             "m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/16000/1\r\n",
-            "m=audio 4000 RTP/AVP 9\r\n",
+            "m=audio 4000 RTP/AVP 97\r\na=rtpmap:97 G722/16000\r\n",
         ] {
             assert_eq!(
                 plan_from_answer(&answer_with(m)).err(),

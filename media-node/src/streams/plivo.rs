@@ -235,7 +235,9 @@ impl Dialect for Plivo {
         let content_type = match outbound.encoding {
             Encoding::Pcmu => "audio/x-mulaw",
             // Only μ-law and little-endian L16 streams get past `format`.
-            Encoding::Pcma | Encoding::L16 | Encoding::S16Le | Encoding::Opus => "audio/x-l16",
+            Encoding::Pcma | Encoding::L16 | Encoding::S16Le | Encoding::Opus | Encoding::G722 => {
+                "audio/x-l16"
+            }
         };
         to_json(&PlayAudioOut {
             event: "playAudio",
