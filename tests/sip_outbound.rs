@@ -1,8 +1,9 @@
-//! Calls the node places, end to end against `vaani dev --app echo` over loopback UDP:
+//! Calls the node places, end to end against `vaani dev --app echo` over loopback:
 //!
 //! - sipp as UAS (`tests/sip/uas_media.xml`) ← `vaani dial --wait`: 180, 200 + SDP, our ACK,
 //!   sipp streams 3 s of a tone, the node's RTP timeout hangs up with BYE, sipp answers 200
 //!   and exits 0; the node's registry shows the call outbound, answered, with sipp's RTP.
+//!   Again over TCP: a `;transport=tcp` target and sipp `-t t1`.
 //! - baresip auto-answering (`tests/baresip/accounts-answer`) ← `POST /node/calls`: baresip
 //!   plays a 1 kHz tone, the node's echo app plays it back, and the recording of what baresip
 //!   received is checked for the tone's frequency and level (Goertzel).
@@ -97,6 +98,23 @@ fn sipp_available() -> bool {
 
 #[test]
 fn sipp_uas_answers_a_call_placed_with_vaani_dial() {
+    sipp_uas_answers_over(Transport::Udp);
+}
+
+/// The same over TCP: `;transport=tcp` in the target makes the node connect to sipp (`-t t1`,
+/// which takes nothing else) and carry the whole call's signalling on that connection.
+#[test]
+fn sipp_uas_answers_a_call_placed_over_tcp() {
+    sipp_uas_answers_over(Transport::Tcp);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+fn sipp_uas_answers_over(transport: Transport) {
     if !sipp_available() {
         return;
     }
@@ -121,10 +139,14 @@ fn sipp_uas_answers_a_call_placed_with_vaani_dial() {
     let sf = dir.path().join("uas.xml");
     std::fs::write(&sf, scenario).unwrap();
     let (sip_port, media_port) = (free_even_udp_port(), free_even_udp_port());
+    let (sipp_transport, target_param) = match transport {
+        Transport::Udp => ("u1", ""),
+        Transport::Tcp => ("t1", ";transport=tcp"),
+    };
     let sipp = Command::new("sipp")
         .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1"])
         .args(["-p", &sip_port.to_string(), "-mi", "127.0.0.1"])
-        .args(["-mp", &media_port.to_string()])
+        .args(["-mp", &media_port.to_string(), "-t", sipp_transport])
         .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
@@ -133,13 +155,20 @@ fn sipp_uas_answers_a_call_placed_with_vaani_dial() {
         .expect("run sipp");
     // sipp listens once its port is taken.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(("127.0.0.1", sip_port)).is_ok() {
+    let free = |port| match transport {
+        Transport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+        Transport::Tcp => std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+    };
+    while free(sip_port) {
         assert!(Instant::now() < deadline, "sipp did not bind {sip_port}");
         std::thread::sleep(Duration::from_millis(50));
     }
 
     let dial = Command::new(env!("CARGO_BIN_EXE_vaani"))
-        .args(["dial", &format!("sip:service@127.0.0.1:{sip_port}")])
+        .args([
+            "dial",
+            &format!("sip:service@127.0.0.1:{sip_port}{target_param}"),
+        ])
         .args(["--dev", &format!("http://{}", dev.addr)])
         .args([
             "--data",
@@ -421,6 +450,29 @@ fn node_calls_api_refusals_and_a_busy_callee() {
         &bad_from.to_string(),
     );
     assert_eq!(status, 400);
+    // TLS is not offered; a TCP target with nobody listening is a gateway failure.
+    let (status, body) = post(
+        &dev.addr,
+        "/node/calls",
+        &bearer(&ok_token),
+        &dial_body("sip:bob@127.0.0.1:5999;transport=tls", "c-1"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("udp or tcp"), "{body}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (status, body) = post(
+        &dev.addr,
+        "/node/calls",
+        &bearer(&ok_token),
+        &dial_body(
+            &format!("sip:bob@127.0.0.1:{closed_port};transport=tcp"),
+            "c-1",
+        ),
+    );
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("TCP connection"), "{body}");
 
     // A tenant-wide token places a call; the callee is busy.
     let callee = UdpSocket::bind("127.0.0.1:0").unwrap();

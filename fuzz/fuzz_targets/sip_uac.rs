@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         target: Uri::parse("sip:bob@198.51.100.7:5080").unwrap(),
         from: NameAddr::new(Uri::Sip(contact)),
         next_hop: peer,
+        transport: vaani_media::sip::header::Transport::Udp,
         route: Vec::new(),
         headers: Vec::new(),
         sdp: bytes::Bytes::from_static(b"v=0\r\n"),

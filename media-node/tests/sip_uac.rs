@@ -16,6 +16,7 @@ use bytes::Bytes;
 use md5::{Digest, Md5};
 use proptest::prelude::*;
 use vaani_media::sip::digest::{self, Challenge, Credentials, DigestRequest, Qop};
+use vaani_media::sip::header::Transport;
 use vaani_media::sip::message::{Request, Response, SipMessage};
 use vaani_media::sip::transaction::Timers;
 use vaani_media::sip::uas::{
@@ -59,6 +60,7 @@ fn dial_to(target: &str) -> Dial {
         target: Uri::parse(target).unwrap(),
         from: NameAddr::new(Uri::Sip(from)),
         next_hop: callee(),
+        transport: Transport::Udp,
         route: Vec::new(),
         headers: vec![("X-Test".into(), "1".into())],
         sdp: Bytes::from_static(OFFER.as_bytes()),
@@ -1265,4 +1267,41 @@ proptest! {
         prop_assert!(h.uas.next_deadline().is_none());
         prop_assert_eq!(h.uas.dialed_peers(), 0);
     }
+}
+
+/// A call placed over TCP: Via says TCP, Contact carries `;transport=tcp`, the INVITE is not
+/// retransmitted (a reliable transport, RFC 3261 §17.1.1.2), and the ACK and our BYE go back
+/// over the connection (to the address we connected to), not to the 2xx's Contact.
+#[test]
+fn a_call_over_tcp_keeps_to_its_connection() {
+    let mut h = H::new();
+    let mut d = dial_to(&format!("sip:bob@{CALLEE};transport=tcp"));
+    d.transport = Transport::Tcp;
+    let (call, invite) = h.dial(d);
+    let via = &invite.headers.via[0];
+    assert_eq!(via.transport, Transport::Tcp, "{via:?}");
+    let contact = invite.headers.contact[0].uri.as_sip().unwrap();
+    assert_eq!(contact.transport_param().as_deref(), Some("tcp"));
+    // No retransmissions while it rings.
+    h.run_until(SECS(3));
+    assert!(h.requests().is_empty(), "INVITE resent over TCP");
+    let over_tcp = |h: &mut H, r: &Response| {
+        h.uas
+            .receive_on(h.now, &r.to_bytes(), callee(), Transport::Tcp);
+        h.drain();
+    };
+    over_tcp(&mut h, &ringing(&invite));
+    over_tcp(&mut h, &ok(&invite, ""));
+    let sent = h.requests();
+    let (to, ack) = sent.iter().find(|(_, r)| r.method == Method::Ack).unwrap();
+    assert_eq!(*to, callee(), "the ACK rides the connection");
+    assert_eq!(ack.headers.via[0].transport, Transport::Tcp);
+    h.uas.hangup(h.now, call, 200, "done").unwrap();
+    h.drain();
+    let sent = h.requests();
+    let (to, bye) = sent.iter().find(|(_, r)| r.method == Method::Bye).unwrap();
+    assert_eq!(*to, callee());
+    assert_eq!(bye.headers.via[0].transport, Transport::Tcp);
+    over_tcp(&mut h, &bye.response(200, None));
+    assert_eq!(h.uas.calls_held(), 0);
 }

@@ -407,7 +407,7 @@ impl Uas {
             }
     }
 
-    /// The transport of a call's INVITE (UDP for calls we placed or do not know).
+    /// The transport of a call's INVITE, received or sent (UDP for calls we do not know).
     fn call_transport(&self, call: CallHandle) -> Transport {
         self.calls
             .get(&call)
@@ -972,13 +972,8 @@ impl Uas {
         }
     }
 
-    /// A Via for a new request of ours: our address, a fresh branch, and `rport` (RFC 3581)
-    /// so responses come back to the port we sent from.
-    fn our_via(&mut self) -> Via {
-        self.our_via_for(Transport::Udp)
-    }
-
-    /// [`Self::our_via`] naming `transport` (a call that came over TCP).
+    /// A Via for a new request of ours over `transport`: our address, a fresh branch, and
+    /// `rport` (RFC 3581) so responses come back to the port we sent from.
     fn our_via_for(&mut self, transport: Transport) -> Via {
         let branch = branch_from(self.ids.next());
         let contact = &self.config.contact;

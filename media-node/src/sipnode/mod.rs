@@ -124,6 +124,13 @@ pub(crate) enum SipCmd {
         request: Box<outbound::DialRequest>,
         reply: oneshot::Sender<Result<outbound::Dialed, outbound::DialError>>,
     },
+    /// Place a call over TCP now that its connection to `peer` is open.
+    DialOver {
+        peer: SocketAddr,
+        conn: tcp::TcpConn,
+        request: Box<outbound::DialRequest>,
+        reply: oneshot::Sender<Result<outbound::Dialed, outbound::DialError>>,
+    },
     /// Blind-transfer a call its app asked to transfer ([`AppAction::Transfer`]).
     TransferCall {
         call: CallHandle,
@@ -230,16 +237,13 @@ impl SipNode {
         let media = Media::new(rtp_ip, config.rtp_ports, config.media, shared)
             .map_err(StartError::Media)?;
         let (tcp_tx, tcp_rx) = mpsc::channel(256);
-        let tcp_task = tokio::spawn(tcp::listen(
-            listener,
-            tcp_tx,
-            tcp::IDLE_TIMEOUT,
-            tcp::MAX_CONNECTIONS,
-        ));
+        let conns = tcp::Connections::new(tcp_tx, tcp::IDLE_TIMEOUT, tcp::MAX_CONNECTIONS);
+        let tcp_task = tokio::spawn(tcp::listen(listener, conns.clone()));
         let driver = Driver {
             socket,
             tcp_events: tcp_rx,
             tcp: HashMap::new(),
+            conns,
             _tcp_task: AbortOnDrop(tcp_task),
             uas,
             media,
@@ -441,6 +445,8 @@ struct Driver {
     tcp_events: mpsc::Receiver<tcp::TcpEvent>,
     /// Open TCP connections by peer address: what goes to one of them goes over it.
     tcp: HashMap<SocketAddr, tcp::TcpConn>,
+    /// Opens connections for calls we place over TCP.
+    conns: tcp::Connections,
     _tcp_task: AbortOnDrop,
     uas: Uas,
     media: Media,
@@ -477,7 +483,10 @@ impl Driver {
                     Some(SipCmd::Hangup { call, cause, text, reason }) => {
                         self.hang_up(Instant::now(), call, cause, &text, reason);
                     }
-                    Some(SipCmd::Dial { request, reply }) => {
+                    Some(SipCmd::Dial { request, reply }) => self.dial_cmd(*request, reply),
+                    Some(SipCmd::DialOver { peer, conn, request, reply }) => {
+                        // The connection's `Opened` may still be queued: this is the same.
+                        self.tcp.entry(peer).or_insert(conn);
                         let _ = reply.send(self.dial(Instant::now(), *request));
                     }
                     Some(SipCmd::Transfer { request, reply }) => {
@@ -510,8 +519,14 @@ impl Driver {
                 UasOutput::Transmit { to, data } => {
                     self.config.metrics.sip_datagram_sent(&data);
                     if let Some(conn) = self.tcp.get(&to) {
-                        if let Err(e) = conn.tx.try_send(data) {
-                            tracing::debug!(%to, error = %e, "SIP TCP send dropped");
+                        match conn.tx.try_send(data) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                // Its task has ended; its `Closed` is on the way.
+                                tracing::debug!(%to, "SIP TCP connection gone: send dropped");
+                                self.tcp.remove(&to);
+                            }
+                            Err(e) => tracing::debug!(%to, error = %e, "SIP TCP send dropped"),
                         }
                         continue;
                     }

@@ -11,6 +11,11 @@
 //! The node does no DNS lookups on the call path: a target whose host is a name is refused
 //! unless an outbound proxy (an IP and port) is configured, which then receives the INVITE
 //! with a `Route` to itself.
+//!
+//! A target with `;transport=tcp` is called over TCP (RFC 3261 §18.1.1): the node opens a
+//! connection to the next hop (or reuses one open to it), says TCP in its Via and
+//! `;transport=tcp` in its Contact, and sends the call's requests over that connection, which
+//! stays open while the call lives. UDP otherwise; TLS is not offered.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -29,10 +34,13 @@ use super::registry::CallRecord;
 use super::{plan_from_answer, random_u64, CallEntry, Driver, SipCmd};
 use crate::metrics::{EndReason as CallEndReason, Transport};
 use crate::sip::digest::Credentials;
+use crate::sip::header::Transport as SipTransport;
 use crate::sip::sdp::{self, SessionDescription};
 use crate::sip::uas::{CallHandle, Dial, TransferState, UasError};
 use crate::sip::{Host, NameAddr, SipUri, Uri};
 
+/// How long opening a TCP connection for a call may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call we place may ring before we cancel it, unless the request says otherwise.
 pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest answer timeout a request may ask for.
@@ -81,6 +89,10 @@ pub enum DialError {
     NeedsDns,
     #[error("the From user must be 1-64 characters of A-Z a-z 0-9 + - _ . * #")]
     BadFrom,
+    #[error("the target's transport must be udp or tcp")]
+    UnsupportedTransport,
+    #[error("{0}")]
+    Connect(String),
     #[error("the node is draining and places no new calls")]
     Draining,
     #[error("the node is at capacity ({0} calls)")]
@@ -97,9 +109,11 @@ impl DialError {
     /// The HTTP status `POST /node/calls` answers with.
     pub fn http_status(&self) -> StatusCode {
         match self {
-            DialError::BadTarget | DialError::NeedsDns | DialError::BadFrom => {
-                StatusCode::BAD_REQUEST
-            }
+            DialError::BadTarget
+            | DialError::NeedsDns
+            | DialError::BadFrom
+            | DialError::UnsupportedTransport => StatusCode::BAD_REQUEST,
+            DialError::Connect(_) => StatusCode::BAD_GATEWAY,
             DialError::Draining | DialError::Full(_) | DialError::NoPort | DialError::Stopped => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -222,20 +236,92 @@ fn route_target(
     }
 }
 
+/// The transport a target asks for with its `transport` parameter (UDP without one).
+fn target_transport(target: &SipUri) -> Result<SipTransport, DialError> {
+    match target.transport_param().as_deref() {
+        None | Some("udp") => Ok(SipTransport::Udp),
+        Some("tcp") => Ok(SipTransport::Tcp),
+        Some(_) => Err(DialError::UnsupportedTransport),
+    }
+}
+
+/// A request's target, checked: the URI, where the INVITE goes first, its route set, and the
+/// transport.
+fn plan_target(
+    req: &DialRequest,
+    proxy: Option<SocketAddr>,
+) -> Result<(SipUri, SocketAddr, Vec<NameAddr>, SipTransport), DialError> {
+    let target = match Uri::parse(req.to.trim()) {
+        Some(Uri::Sip(u)) if !u.secure && u.headers.is_empty() => u,
+        _ => return Err(DialError::BadTarget),
+    };
+    if !valid_from_user(&req.from_user) {
+        return Err(DialError::BadFrom);
+    }
+    let transport = target_transport(&target)?;
+    let (next_hop, route) = route_target(&target, proxy)?;
+    Ok((target, next_hop, route, transport))
+}
+
 impl Driver {
-    /// Places a call (the SIP task's side of [`Dialer::dial`]).
+    /// [`Dialer::dial`] arrived: placed at once over UDP or an open TCP connection; over TCP
+    /// with none open yet, a task opens one first and hands the request back
+    /// ([`SipCmd::DialOver`](super::SipCmd::DialOver)).
+    pub(super) fn dial_cmd(
+        &mut self,
+        req: DialRequest,
+        reply: oneshot::Sender<Result<Dialed, DialError>>,
+    ) {
+        let next_hop = match plan_target(&req, self.config.outbound_proxy) {
+            Ok((_, hop, _, SipTransport::Tcp)) if !self.tcp.contains_key(&hop) => hop,
+            Ok(_) | Err(_) => {
+                let _ = reply.send(self.dial(Instant::now(), req));
+                return;
+            }
+        };
+        if self.shutdown.is_some() || self.config.metrics.is_draining() {
+            let _ = reply.send(Err(DialError::Draining));
+            return;
+        }
+        let (conns, commands) = (self.conns.clone(), self.self_tx.clone());
+        tokio::spawn(async move {
+            match conns.connect(next_hop, CONNECT_TIMEOUT).await {
+                Ok(conn) => {
+                    let cmd = SipCmd::DialOver {
+                        peer: next_hop,
+                        conn,
+                        request: Box::new(req),
+                        reply,
+                    };
+                    // If the SIP task is gone, the reply's drop tells the caller.
+                    let _ = commands.send(cmd).await;
+                }
+                Err(e) => {
+                    tracing::info!(to = %next_hop, error = %e, "call not placed");
+                    let _ = reply.send(Err(DialError::Connect(e.to_string())));
+                }
+            }
+        });
+    }
+
+    /// Places a call (the SIP task's side of [`Dialer::dial`]); a TCP call's connection is
+    /// open by now ([`Self::dial_cmd`]).
     pub(super) fn dial(&mut self, now: Instant, req: DialRequest) -> Result<Dialed, DialError> {
         if self.shutdown.is_some() || self.config.metrics.is_draining() {
             return Err(DialError::Draining);
         }
-        let target = match Uri::parse(req.to.trim()) {
-            Some(Uri::Sip(u)) if !u.secure && u.headers.is_empty() => u,
-            _ => return Err(DialError::BadTarget),
+        let (target, next_hop, route, transport) = plan_target(&req, self.config.outbound_proxy)?;
+        let conn_calls = match transport {
+            SipTransport::Tcp => match self.tcp.get(&next_hop) {
+                Some(conn) => Some(conn.calls.clone()),
+                None => {
+                    return Err(DialError::Connect(format!(
+                        "the TCP connection to {next_hop} closed before the call was placed"
+                    )))
+                }
+            },
+            _ => None,
         };
-        if !valid_from_user(&req.from_user) {
-            return Err(DialError::BadFrom);
-        }
-        let (next_hop, route) = route_target(&target, self.config.outbound_proxy)?;
         let open = self.config.active.fetch_add(1, Ordering::AcqRel);
         if open >= self.config.max_calls {
             self.config.active.fetch_sub(1, Ordering::AcqRel);
@@ -254,6 +340,7 @@ impl Driver {
             target: Uri::Sip(target),
             from: NameAddr::new(Uri::Sip(from_uri)),
             next_hop,
+            transport: transport.clone(),
             route,
             headers: req
                 .headers
@@ -278,9 +365,13 @@ impl Driver {
             }
         };
         let sip_call_id = self.uas.sip_call_id(call).unwrap_or_default().to_string();
+        if let Some(calls) = &conn_calls {
+            calls.fetch_add(1, Ordering::AcqRel);
+        }
         tracing::info!(
             call = %call,
             to = %next_hop,
+            transport = transport.as_str(),
             rtp_port = port,
             vaani_call_id = ?req.call_id,
             "placing a call"
@@ -324,7 +415,7 @@ impl Driver {
                 sdp_version: 1,
                 hangup: None,
                 started_at: chrono::Utc::now(),
-                tcp: None,
+                tcp: conn_calls,
             },
         );
         Ok(Dialed {

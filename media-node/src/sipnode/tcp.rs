@@ -1,5 +1,5 @@
-//! SIP over TCP (RFC 3261 §18.3): the listener beside the UDP socket and one task per
-//! connection.
+//! SIP over TCP (RFC 3261 §18.3): the listener beside the UDP socket, connections we open
+//! for calls we place ([`Connections::connect`]), and one task per connection.
 //!
 //! A connection task reads, frames messages out of the stream ([`crate::sip::stream`]) and
 //! hands each, with the peer's address, to the SIP task; it answers CRLF pings itself, and on
@@ -10,7 +10,7 @@
 //! on it is closed; at most [`MAX_CONNECTIONS`] are open at once (more are refused).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,15 +45,94 @@ pub(crate) struct TcpConn {
     pub calls: Arc<AtomicUsize>,
 }
 
-/// Accepts connections until the SIP task goes away.
-pub(crate) async fn listen(
-    listener: TcpListener,
+/// Why a connection for a call could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("TCP connection to {peer} failed: {source}")]
+    Failed {
+        peer: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TCP connection to {0} timed out")]
+    TimedOut(SocketAddr),
+    #[error("too many SIP TCP connections open")]
+    TooMany,
+    #[error("the node's SIP side has stopped")]
+    Stopped,
+}
+
+/// The node's TCP connections, accepted and opened alike: one cap, one id sequence, one
+/// event stream to the SIP task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Connections {
     events: mpsc::Sender<TcpEvent>,
+    open: Arc<AtomicUsize>,
+    next_id: Arc<AtomicU64>,
     idle: Duration,
     max: usize,
-) {
-    let open = Arc::new(AtomicUsize::new(0));
-    let mut next_id = 0u64;
+}
+
+impl Connections {
+    pub fn new(events: mpsc::Sender<TcpEvent>, idle: Duration, max: usize) -> Connections {
+        Connections {
+            events,
+            open: Arc::new(AtomicUsize::new(0)),
+            next_id: Arc::new(AtomicU64::new(0)),
+            idle,
+            max,
+        }
+    }
+
+    /// Registers `stream` with the SIP task (its `Opened` comes before any of its messages)
+    /// and starts its task. `Err` when at the cap or the SIP task is gone.
+    async fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> Result<TcpConn, ConnectError> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(ConnectError::TooMany);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel) + 1;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let conn = TcpConn {
+            id,
+            tx,
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let opened = TcpEvent::Opened {
+            peer,
+            conn: conn.clone(),
+        };
+        if self.events.send(opened).await.is_err() {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(ConnectError::Stopped);
+        }
+        let me = self.clone();
+        let calls = conn.calls.clone();
+        tokio::spawn(async move {
+            run_connection(stream, peer, rx, &me.events, calls, me.idle).await;
+            me.open.fetch_sub(1, Ordering::AcqRel);
+            let _ = me.events.send(TcpEvent::Closed { peer, id }).await;
+        });
+        Ok(conn)
+    }
+
+    /// Opens a connection to `peer` (for a call we place), within `timeout`.
+    pub async fn connect(
+        &self,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> Result<TcpConn, ConnectError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(peer)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ConnectError::Failed { peer, source }),
+            Err(_) => return Err(ConnectError::TimedOut(peer)),
+        };
+        tracing::debug!(%peer, "SIP TCP connection opened");
+        self.adopt(stream, peer).await
+    }
+}
+
+/// Accepts connections until the SIP task goes away.
+pub(crate) async fn listen(listener: TcpListener, conns: Connections) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -63,33 +142,13 @@ pub(crate) async fn listen(
                 continue;
             }
         };
-        if events.is_closed() {
-            return;
+        match conns.adopt(stream, peer).await {
+            Ok(_) => tracing::debug!(%peer, "SIP TCP connection"),
+            Err(ConnectError::Stopped) => return,
+            Err(e) => {
+                tracing::warn!(%peer, max = conns.max, error = %e, "SIP TCP connection refused")
+            }
         }
-        if open.fetch_add(1, Ordering::AcqRel) >= max {
-            open.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(%peer, max, "SIP TCP connection refused: too many open");
-            drop(stream);
-            continue;
-        }
-        next_id += 1;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let conn = TcpConn {
-            id: next_id,
-            tx,
-            calls: Arc::new(AtomicUsize::new(0)),
-        };
-        let calls = conn.calls.clone();
-        if events.send(TcpEvent::Opened { peer, conn }).await.is_err() {
-            return;
-        }
-        tracing::debug!(%peer, "SIP TCP connection");
-        let (events, open, id) = (events.clone(), open.clone(), next_id);
-        tokio::spawn(async move {
-            run_connection(stream, peer, rx, &events, calls, idle).await;
-            open.fetch_sub(1, Ordering::AcqRel);
-            let _ = events.send(TcpEvent::Closed { peer, id }).await;
-        });
     }
 }
 
@@ -185,7 +244,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(listen(listener, tx, idle, max));
+        tokio::spawn(listen(listener, Connections::new(tx, idle, max)));
         (addr, rx)
     }
 

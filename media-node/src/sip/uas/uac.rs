@@ -45,6 +45,10 @@ pub struct Dial {
     /// Where the INVITE goes first: the target's own address, or the outbound proxy's. The
     /// driver resolves it (the core does no DNS).
     pub next_hop: SocketAddr,
+    /// UDP, or TCP (the driver has a connection to `next_hop` open before the INVITE goes):
+    /// our Via names it, our Contact carries `;transport=tcp`, and the whole call's requests
+    /// go over that connection.
+    pub transport: Transport,
     /// A pre-existing route set (§8.1.2), e.g. the outbound proxy with `lr`.
     pub route: Vec<NameAddr>,
     /// Extra header fields for the INVITE.
@@ -95,7 +99,8 @@ impl Uas {
         if !target_ok {
             return Err(UasError::BadTarget);
         }
-        let via = self.our_via();
+        let transport = dial.transport;
+        let via = self.our_via_for(transport.clone());
         let local_tag = self.ids.tag();
         let call_id = format!(
             "{:016x}{:08x}@{}",
@@ -116,7 +121,14 @@ impl Uas {
             },
         );
         headers.max_forwards = Some(70);
-        headers.contact = vec![NameAddr::new(Uri::Sip(self.config.contact.clone()))];
+        let mut contact = self.config.contact.clone();
+        if transport.is_reliable() {
+            contact.params.push(crate::sip::uri::Param::new(
+                "transport",
+                Some(transport.as_str().to_ascii_lowercase()),
+            ));
+        }
+        headers.contact = vec![NameAddr::new(Uri::Sip(contact))];
         headers.route = dial.route;
         headers.push("Allow", ALLOW);
         if !self.config.server.is_empty() {
@@ -136,7 +148,7 @@ impl Uas {
         };
         let peer = Peer {
             addr: dial.next_hop,
-            transport: Transport::Udp,
+            transport: transport.clone(),
         };
         let tx = self
             .tx
@@ -152,7 +164,7 @@ impl Uas {
                 invite,
                 invite_tx: tx,
                 source: dial.next_hop,
-                transport: Transport::Udp,
+                transport,
                 local_tag,
                 dialog: None,
                 reinvite: None,
@@ -320,7 +332,7 @@ impl Uas {
         };
         let peer = Peer {
             addr: c.source,
-            transport: Transport::Udp,
+            transport: c.transport.clone(),
         };
         // Its 200 (or its silence) changes nothing: the INVITE's final response decides.
         if let Err(e) = self.tx.send_request(now, cancel, peer) {
@@ -385,8 +397,8 @@ impl Uas {
                 self.resend_ack(call);
             } else {
                 // §13.2.2.4: another fork answered too; acknowledge it and end that dialog.
-                let (invite, source) = (c.invite.clone(), c.source);
-                self.ack_and_bye_fork(now, &invite, source, &response);
+                let (invite, source, transport) = (c.invite.clone(), c.source, c.transport.clone());
+                self.ack_and_bye_fork(now, &invite, (source, transport), &response);
             }
             return;
         }
@@ -396,12 +408,12 @@ impl Uas {
         let Some(dialog) = Dialog::uac(&c.invite, &response) else {
             return;
         };
-        let via = self.our_via();
+        let via = self.our_via_for(c.transport.clone());
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
         let ack = build_ack(&dialog, &c.invite, via);
-        let to = dialog.next_hop().unwrap_or(c.source);
+        let to = super::in_dialog_peer(c.source, &c.transport, &dialog).addr;
         let source_ip = c.source.ip();
         let data = ack.to_bytes();
         self.by_dialog.insert(dialog.id.clone(), call);
@@ -451,24 +463,20 @@ impl Uas {
         &mut self,
         now: Instant,
         invite: &Request,
-        source: SocketAddr,
+        (source, transport): (SocketAddr, Transport),
         response: &Response,
     ) {
         let Some(mut dialog) = Dialog::uac(invite, response) else {
             return;
         };
-        let to = dialog.next_hop().unwrap_or(source);
-        let via = self.our_via();
+        let peer = super::in_dialog_peer(source, &transport, &dialog);
+        let via = self.our_via_for(transport.clone());
         let ack = build_ack(&dialog, invite, via);
-        self.transmit(to, ack.to_bytes());
-        let via = self.our_via();
+        self.transmit(peer.addr, ack.to_bytes());
+        let via = self.our_via_for(transport);
         let mut bye = dialog.request(Method::Bye, via);
         bye.headers
             .push("Reason", "SIP;cause=200;text=\"call answered elsewhere\"");
-        let peer = Peer {
-            addr: to,
-            transport: Transport::Udp,
-        };
         if let Err(e) = self.tx.send_request(now, bye, peer) {
             tracing::debug!(error = %e, "BYE to a second fork refused");
         }
@@ -533,9 +541,9 @@ impl Uas {
             return false;
         };
         let mut invite = c.invite.clone();
-        let next_hop = c.source;
+        let (next_hop, transport) = (c.source, c.transport.clone());
         let cnonce = format!("{:016x}", self.ids.next());
-        invite.headers.via = vec![self.our_via()];
+        invite.headers.via = vec![self.our_via_for(transport.clone())];
         invite.headers.cseq.seq = invite.headers.cseq.seq.saturating_add(1);
         invite.headers.remove(answer_header);
         let uri = invite.uri.to_string();
@@ -556,7 +564,7 @@ impl Uas {
         invite.headers.push(answer_header, answer);
         let peer = Peer {
             addr: next_hop,
-            transport: Transport::Udp,
+            transport,
         };
         let Ok(tx) = self.tx.send_request(now, invite.clone(), peer) else {
             return false;
