@@ -163,6 +163,9 @@ fn tcp_call_with_echoed_rtp() {
     assert_eq!(ok.status, 200, "{statuses:?}");
     uac.to_tag = ok.headers.to.tag().map(str::to_string);
     assert!(uac.to_tag.is_some());
+    // Our Contact says TCP, so in-dialog requests come back over TCP.
+    let contact = ok.headers.contact[0].uri.as_sip().unwrap();
+    assert_eq!(contact.transport_param().as_deref(), Some("tcp"), "{ok:?}");
     let node_rtp = SessionDescription::parse(&ok.body)
         .unwrap()
         .media_address(0)

@@ -983,6 +983,19 @@ impl Uas {
         via
     }
 
+    /// Our Contact for a call over `transport`: with `;transport=tcp` over TCP, so the far end
+    /// sends its in-dialog requests over TCP too (RFC 3261 §19.1.1).
+    fn contact_for(&self, transport: &Transport) -> SipUri {
+        let mut contact = self.config.contact.clone();
+        if transport.is_reliable() {
+            contact.params.push(super::uri::Param::new(
+                "transport",
+                Some(transport.as_str().to_ascii_lowercase()),
+            ));
+        }
+        contact
+    }
+
     /// Sends `180 Ringing` (with our tag and Contact) for a call not yet answered.
     pub fn ring(&mut self, now: Instant, call: CallHandle) -> Result<(), UasError> {
         let c = self.calls.get(&call).ok_or(UasError::UnknownCall)?;
@@ -990,7 +1003,7 @@ impl Uas {
             return Err(UasError::NothingToAnswer);
         }
         let mut r = c.invite.response(180, Some(&c.local_tag));
-        r.headers.contact = vec![NameAddr::new(Uri::Sip(self.config.contact.clone()))];
+        r.headers.contact = vec![NameAddr::new(Uri::Sip(self.contact_for(&c.transport)))];
         r.headers.record_route = c.invite.headers.record_route.clone();
         let tx = c.invite_tx;
         self.respond(now, tx, r);
@@ -1002,7 +1015,7 @@ impl Uas {
     /// `sdp` (empty: no body), and retransmits it until the ACK (§13.3.1.4).
     pub fn accept(&mut self, now: Instant, call: CallHandle, sdp: Bytes) -> Result<(), UasError> {
         let timers = self.config.timers;
-        let contact = self.config.contact.clone();
+        let contact = self.contact_for(&self.call_transport(call));
         let server = self.config.server.clone();
         let c = self.calls.get_mut(&call).ok_or(UasError::UnknownCall)?;
         if c.ended {

@@ -103,7 +103,7 @@ impl Uas {
             return Err(UasError::BadTarget);
         }
         let via = self.our_via_for(self.call_transport(call));
-        let contact = self.config.contact.clone();
+        let contact = self.contact_for(&self.call_transport(call));
         let server = self.config.server.clone();
         let c = self.calls.get_mut(&call).ok_or(UasError::UnknownCall)?;
         let (source, transport) = (c.source, c.transport.clone());
@@ -240,6 +240,7 @@ impl Uas {
         call: CallHandle,
         accept: bool,
     ) -> Result<(), UasError> {
+        let contact = self.contact_for(&self.call_transport(call));
         let c = self.calls.get_mut(&call).ok_or(UasError::UnknownCall)?;
         let r = c.refer_in.as_mut().ok_or(UasError::NothingToAnswer)?;
         let (tx, request) = r.pending.take().ok_or(UasError::NothingToAnswer)?;
@@ -247,7 +248,7 @@ impl Uas {
         let local_tag = c.local_tag.clone();
         let mut resp = request.response(if accept { 202 } else { 603 }, Some(&local_tag));
         if accept {
-            resp.headers.contact = vec![NameAddr::new(Uri::Sip(self.config.contact.clone()))];
+            resp.headers.contact = vec![NameAddr::new(Uri::Sip(contact))];
         }
         self.respond(now, tx, resp);
         if accept {
@@ -301,7 +302,7 @@ impl Uas {
     /// NOTIFY for the far end's REFER with a `message/sipfrag` of `status`.
     fn send_notify(&mut self, now: Instant, call: CallHandle, status: u16) {
         let via = self.our_via_for(self.call_transport(call));
-        let contact = self.config.contact.clone();
+        let contact = self.contact_for(&self.call_transport(call));
         let server = self.config.server.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;

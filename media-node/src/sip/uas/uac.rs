@@ -121,14 +121,7 @@ impl Uas {
             },
         );
         headers.max_forwards = Some(70);
-        let mut contact = self.config.contact.clone();
-        if transport.is_reliable() {
-            contact.params.push(crate::sip::uri::Param::new(
-                "transport",
-                Some(transport.as_str().to_ascii_lowercase()),
-            ));
-        }
-        headers.contact = vec![NameAddr::new(Uri::Sip(contact))];
+        headers.contact = vec![NameAddr::new(Uri::Sip(self.contact_for(&transport)))];
         headers.route = dial.route;
         headers.push("Allow", ALLOW);
         if !self.config.server.is_empty() {
