@@ -10,6 +10,9 @@
 //! - Blind transfer out: sipp (`tests/sip/uas_refer.xml`) answers the node's call, takes
 //!   its REFER (`POST /node/calls/{call_id}/transfer`) with 202, sends NOTIFYs (sipfrag 100,
 //!   then 200), and the node ends its leg with BYE.
+//! - The node as transferee: sipp (`tests/sip/uac_refer_in.xml`) calls it and REFERs it to
+//!   a second sipp; the node calls that one and NOTIFYs sipfrag 100/180/200; a REFER to an
+//!   address outside `--sip-allow` (`uac_refer_declined.xml`) gets 603.
 //! - `POST /node/calls` refusals (token, tenant, call id, DNS-needing target, bad JSON) and a
 //!   call refused with 486 by a Rust UAS: `vaani dial --wait` reports it and exits 1, the
 //!   registry and metrics count it `not_connected`.
@@ -272,7 +275,7 @@ fn assert_sipp_ok(sipp: std::process::Child) {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .rev()
-            .take(40)
+            .take(80)
             .collect::<Vec<_>>()
             .join("\n"),
         String::from_utf8_lossy(&out.stderr)
@@ -524,5 +527,90 @@ fn node_calls_api_refusals_and_a_busy_callee() {
     assert!(
         metrics.contains("vaani_calls_ended_total{transport=\"sip\",reason=\"not_connected\"} 2"),
         "{metrics}"
+    );
+}
+
+/// Runs sipp as UAC with `scenario` against the node at `node`, its REFER naming `target`;
+/// returns once sipp has exited successfully.
+fn run_sipp_uac(dir: &std::path::Path, scenario: &str, node: &str, target: &str) {
+    let sf = format!("{}/tests/sip/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    let sipp = Command::new("sipp")
+        .arg(node)
+        .args(["-sf", &sf, "-i", "127.0.0.1", "-s", "echo"])
+        .args(["-p", &free_even_udp_port().to_string()])
+        .args(["-mi", "127.0.0.1", "-mp", &free_even_udp_port().to_string()])
+        .args(["-set", "target", target])
+        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sipp");
+    assert_sipp_ok(sipp);
+}
+
+/// The node as transferee (RFC 5589 §6): sipp calls it, then REFERs it to a second sipp (a
+/// UAS inside `--sip-allow`); the node answers 202, calls the target, and reports the call in
+/// NOTIFYs (sipfrag 100, 180, 200) before the first sipp hangs up. A REFER to an address
+/// outside `--sip-allow` is declined with 603, and nothing is sent there.
+#[test]
+fn the_node_carries_out_a_refer_from_the_far_end() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dev = start_dev_with(data.to_str().unwrap(), &["--rtp-timeout", "5"]);
+    let (target, port) = start_sipp_uas(dir.path(), "uas_media.xml");
+    run_sipp_uac(
+        dir.path(),
+        "uac_refer_in.xml",
+        &dev.sip,
+        &format!("127.0.0.1:{port}"),
+    );
+    // The target's call ends by the node's RTP timeout after sipp's 3 s of audio.
+    assert_sipp_ok(target);
+    let calls: serde_json::Value =
+        serde_json::from_str(&get(&dev.addr, "/debug/sip/calls")).unwrap();
+    let all: Vec<serde_json::Value> = ["live", "ended"]
+        .iter()
+        .flat_map(|k| calls[k].as_array().cloned().unwrap_or_default())
+        .collect();
+    let first = all
+        .iter()
+        .find(|r| r["direction"] == "inbound")
+        .expect("the referrer's call");
+    assert_eq!(first["transfer"], "referred: 200", "{first}");
+    assert_eq!(first["end_reason"], "remote_bye", "{first}");
+    let second = all
+        .iter()
+        .find(|r| r["direction"] == "outbound")
+        .expect("the call to the target");
+    assert_eq!(second["source"], format!("127.0.0.1:{port}"), "{second}");
+    assert!(!second["answered_at"].is_null(), "{second}");
+
+    // Outside --sip-allow (127.0.0.0/8 here): declined.
+    run_sipp_uac(
+        dir.path(),
+        "uac_refer_declined.xml",
+        &dev.sip,
+        "192.0.2.9:5060",
+    );
+    let calls: serde_json::Value =
+        serde_json::from_str(&get(&dev.addr, "/debug/sip/calls")).unwrap();
+    let declined = ["live", "ended"]
+        .iter()
+        .flat_map(|k| calls[k].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["transfer"] == "referred: declined")
+        .count();
+    assert_eq!(declined, 1, "{calls}");
+    let outbound = ["live", "ended"]
+        .iter()
+        .flat_map(|k| calls[k].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["direction"] == "outbound")
+        .count();
+    assert_eq!(
+        outbound, 1,
+        "no call placed for the declined REFER: {calls}"
     );
 }

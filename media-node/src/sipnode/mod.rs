@@ -244,6 +244,7 @@ impl SipNode {
             tcp_events: tcp_rx,
             tcp: HashMap::new(),
             conns,
+            referred: HashMap::new(),
             _tcp_task: AbortOnDrop(tcp_task),
             uas,
             media,
@@ -447,6 +448,8 @@ struct Driver {
     tcp: HashMap<SocketAddr, tcp::TcpConn>,
     /// Opens connections for calls we place over TCP.
     conns: tcp::Connections,
+    /// Calls placed for a far end's REFER → the call it came in (told how they go).
+    referred: HashMap<CallHandle, CallHandle>,
     _tcp_task: AbortOnDrop,
     uas: Uas,
     media: Media,
@@ -573,18 +576,21 @@ impl Driver {
                 }
             }
             UasEvent::Progress { call, status, body } => {
+                self.refer_call_progress(now, call, status);
                 self.on_progress(call, status, &body);
             }
-            UasEvent::Answered { call, body } => self.on_answered(now, call, &body),
-            UasEvent::Transfer { call, state } => self.on_transfer(call, state),
-            UasEvent::ReferRequested { call, .. } => {
-                // The node does not carry out transfers the far end asks for (yet).
-                tracing::info!(call = %call, "REFER from the far end: declined (603)");
-                if let Err(e) = self.uas.answer_refer(now, call, false) {
-                    tracing::debug!(call = %call, error = %e, "REFER answer refused");
-                }
+            UasEvent::Answered { call, body } => {
+                self.refer_call_progress(now, call, 200);
+                self.on_answered(now, call, &body);
             }
-            UasEvent::Ended { call, reason } => self.on_ended(call, &reason),
+            UasEvent::Transfer { call, state } => self.on_transfer(call, state),
+            UasEvent::ReferRequested { call, refer_to } => {
+                self.on_refer_requested(now, call, &refer_to);
+            }
+            UasEvent::Ended { call, reason } => {
+                self.refer_call_ended(now, call, &reason);
+                self.on_ended(call, &reason);
+            }
         }
     }
 

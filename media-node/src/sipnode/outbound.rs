@@ -2,6 +2,15 @@
 //! `POST /node/calls` ([`router`]); and blind transfer of any call (REFER):
 //! [`SipNode::transfer`](super::SipNode::transfer), `POST /node/calls/{call_id}/transfer`.
 //!
+//! A REFER from the far end (a PBX transferring the call to someone else, RFC 3515, the node
+//! being the transferee of RFC 5589 §6) is carried out when its target is safe to call: a
+//! `sip:` URI without headers (so no `Replaces`: attended transfer is not supported) whose
+//! host is an IP inside `--sip-allow`, the networks trusted to send us calls; anything else is
+//! declined (`603`), as the node must not become a way to place calls anywhere. The node
+//! answers `202`, places the new call (same tenant, our call id with `.transfer`, From
+//! `vaani`) running the app afresh, and reports it in NOTIFYs (`100`, each provisional, then
+//! the final status); the far end ends the first call when it sees `200`.
+//!
 //! A call goes out of the node's SIP socket with our SDP offer (the node's codecs and
 //! `telephone-event`), counts against `max_calls` from the moment it is dialled, appears in the
 //! call registry with `direction: "outbound"`, and once answered its media runs the node's app
@@ -36,7 +45,7 @@ use crate::metrics::{EndReason as CallEndReason, Transport};
 use crate::sip::digest::Credentials;
 use crate::sip::header::Transport as SipTransport;
 use crate::sip::sdp::{self, SessionDescription};
-use crate::sip::uas::{CallHandle, Dial, TransferState, UasError};
+use crate::sip::uas::{CallHandle, Dial, EndReason, TransferState, UasError};
 use crate::sip::{Host, NameAddr, SipUri, Uri};
 
 /// How long opening a TCP connection for a call may take.
@@ -75,6 +84,9 @@ pub struct Dialed {
     pub handle: u64,
     pub sip_call_id: String,
     pub call_id: Option<String>,
+    /// The same handle, for the node's own use.
+    #[serde(skip)]
+    pub(crate) call: CallHandle,
 }
 
 /// Why a call was not placed.
@@ -422,6 +434,7 @@ impl Driver {
             handle: call.as_u64(),
             sip_call_id,
             call_id: req.call_id,
+            call,
         })
     }
 
@@ -512,6 +525,108 @@ impl Driver {
         self.config
             .registry
             .update(call.as_u64(), |r| r.transfer = Some(text));
+    }
+
+    /// The far end of `call` asks us to call `refer_to` (REFER).
+    pub(super) fn on_refer_requested(&mut self, now: Instant, call: CallHandle, refer_to: &str) {
+        // `Refer-To` is a name-addr (`<sip:…>`) or a bare URI.
+        let target = NameAddr::parse(refer_to, false)
+            .map(|n| n.uri.to_string())
+            .ok_or(DialError::BadTarget);
+        let placed = target.and_then(|to| {
+            self.refer_target_allowed(&to)?;
+            let entry = self.calls.get(&call).ok_or(DialError::Stopped)?;
+            let request = DialRequest {
+                to,
+                from_user: "vaani".into(),
+                credentials: None,
+                tenant: entry.tenant.clone(),
+                call_id: entry.call_id.as_ref().map(|id| format!("{id}.transfer")),
+                answer_timeout: DEFAULT_ANSWER_TIMEOUT,
+                headers: Vec::new(),
+            };
+            self.dial(now, request)
+        });
+        let accept = match placed {
+            Ok(dialed) => {
+                let new_call = dialed.call;
+                tracing::info!(call = %call, new_call = %new_call, "REFER from the far end: calling its target");
+                self.referred.insert(new_call, call);
+                true
+            }
+            Err(e) => {
+                tracing::info!(call = %call, error = %e, "REFER from the far end: declined (603)");
+                false
+            }
+        };
+        let text = if accept {
+            "referred: accepted"
+        } else {
+            "referred: declined"
+        };
+        self.config
+            .registry
+            .update(call.as_u64(), |r| r.transfer = Some(text.into()));
+        if let Err(e) = self.uas.answer_refer(now, call, accept) {
+            tracing::debug!(call = %call, error = %e, "REFER answer refused");
+        }
+    }
+
+    /// Only `sip:` targets at an IP inside `--sip-allow` (over UDP, or TCP already open) are
+    /// called for a far end's REFER.
+    fn refer_target_allowed(&self, refer_to: &str) -> Result<(), DialError> {
+        let target = match Uri::parse(refer_to.trim()) {
+            Some(Uri::Sip(u)) if !u.secure && u.headers.is_empty() => u,
+            _ => return Err(DialError::BadTarget),
+        };
+        let ip = match &target.host {
+            Host::V4(a) => IpAddr::V4(*a),
+            Host::V6(a) => IpAddr::V6(*a),
+            Host::Name(_) => return Err(DialError::NeedsDns),
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if self.config.allow.iter().any(|n| n.contains(&ip)) {
+            Ok(())
+        } else {
+            Err(DialError::Connect(format!(
+                "{ip} is outside --sip-allow: not called for a REFER"
+            )))
+        }
+    }
+
+    /// A call placed for a REFER made progress (or was answered: `200`): NOTIFY its referrer.
+    pub(super) fn refer_call_progress(&mut self, now: Instant, call: CallHandle, status: u16) {
+        let Some(&referrer) = self.referred.get(&call) else {
+            return;
+        };
+        if status >= 200 {
+            self.referred.remove(&call);
+        }
+        let text = format!("referred: {status}");
+        self.config
+            .registry
+            .update(referrer.as_u64(), |r| r.transfer = Some(text));
+        // The referrer may have hung up already: nobody to tell.
+        if let Err(e) = self.uas.notify_refer(now, referrer, status) {
+            tracing::debug!(call = %referrer, error = %e, "NOTIFY for a REFER not sent");
+        }
+    }
+
+    /// A call placed for a REFER ended; if it never got an answer, its referrer learns why.
+    pub(super) fn refer_call_ended(&mut self, now: Instant, call: CallHandle, reason: &EndReason) {
+        if !self.referred.contains_key(&call) {
+            return;
+        }
+        let status = match reason {
+            EndReason::Rejected(s) | EndReason::Failed(s) => *s,
+            EndReason::Timeout => 408,
+            EndReason::NoAnswer => 480,
+            _ => 487,
+        };
+        self.refer_call_progress(now, call, status);
     }
 
     /// 180/183 for a call we placed.
