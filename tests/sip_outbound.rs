@@ -434,13 +434,16 @@ fn node_calls_api_refusals_and_a_busy_callee() {
     let no_id = serde_json::json!({"to": to, "tenant": "demo"}).to_string();
     let (status, _) = post(&dev.addr, "/node/calls", &bearer(&ok_token), &no_id);
     assert_eq!(status, 401);
+    let dial_to = |to: &str| {
+        post(
+            &dev.addr,
+            "/node/calls",
+            &bearer(&ok_token),
+            &dial_body(to, "c-1"),
+        )
+    };
     // A host name needs DNS, which the node does not do; bad JSON; bad From.
-    let (status, body) = post(
-        &dev.addr,
-        "/node/calls",
-        &bearer(&ok_token),
-        &dial_body("sip:bob@trunk.example.com", "c-1"),
-    );
+    let (status, body) = dial_to("sip:bob@trunk.example.com");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("DNS"), "{body}");
     let (status, _) = post(&dev.addr, "/node/calls", &bearer(&ok_token), "{");
@@ -454,26 +457,13 @@ fn node_calls_api_refusals_and_a_busy_callee() {
     );
     assert_eq!(status, 400);
     // TLS is not offered; a TCP target with nobody listening is a gateway failure.
-    let (status, body) = post(
-        &dev.addr,
-        "/node/calls",
-        &bearer(&ok_token),
-        &dial_body("sip:bob@127.0.0.1:5999;transport=tls", "c-1"),
-    );
+    let (status, body) = dial_to("sip:bob@127.0.0.1:5999;transport=tls");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("udp or tcp"), "{body}");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
-    let (status, body) = post(
-        &dev.addr,
-        "/node/calls",
-        &bearer(&ok_token),
-        &dial_body(
-            &format!("sip:bob@127.0.0.1:{closed_port};transport=tcp"),
-            "c-1",
-        ),
-    );
+    let (status, body) = dial_to(&format!("sip:bob@127.0.0.1:{closed_port};transport=tcp"));
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("TCP connection"), "{body}");
 
