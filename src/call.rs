@@ -23,6 +23,7 @@ use vaani_media::sipnode::admission::AdmissionPolicy;
 use vaani_media::sipnode::app::{AppAction, CallInfo, SipApp, SipCall};
 use vaani_media::sipnode::outbound::DialRequest;
 use vaani_media::sipnode::registry::CallRegistry;
+use vaani_media::sipnode::trunks::{Trunk, Trunks};
 use vaani_media::sipnode::{SipNode, SipNodeConfig};
 
 use crate::cli::CallArgs;
@@ -455,8 +456,12 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
         bind: a.sip,
         media_address: a.sip.ip(),
         rtp_ports: a.rtp_ports,
-        allow: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
-        auth: None,
+        trunks: Trunks::new(vec![Trunk {
+            name: "loopback".into(),
+            allow: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
+            auth: None,
+            tenant: None,
+        }])?,
         admission: AdmissionPolicy {
             token_key: Arc::new(Vec::new()),
             default_tenant: None,

@@ -140,6 +140,11 @@ pub struct DevArgs {
         hide_env_values = true
     )]
     pub sip_auth: Option<String>,
+    /// SIP trunks from a TOML file (`[[trunk]]` with `name`, `tenant`, `allow` networks and/or
+    /// `auth_user` + `auth_password_env`): who may call, and whose calls they are. Replaces
+    /// --sip-allow and --sip-auth.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["sip_allow", "sip_auth"])]
+    pub sip_trunks: Option<std::path::PathBuf>,
     /// Send calls the node places (`POST /node/calls`, `vaani dial`) whose target host is a
     /// name to this proxy (IP:port; the node does no DNS). Without it, targets must be IPs.
     #[arg(long, value_name = "ADDR")]

@@ -17,7 +17,7 @@ use vaani_media::server::{EchoApp, StreamServer};
 use vaani_media::sip::sdp::Codec;
 use vaani_media::sipnode::admission::AdmissionPolicy;
 use vaani_media::sipnode::registry::CallRegistry;
-use vaani_media::sipnode::{SipNode, SipNodeConfig};
+use vaani_media::sipnode::{trunks, SipNode, SipNodeConfig};
 use vaani_media::webrtc::{CallTimers, WebRtcConfig, WebRtcNode};
 use vaani_store::{MediaNode, ProviderCredentials, Stores, Tenant};
 use vaani_telephony::WebhookRequest;
@@ -168,21 +168,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  media streams:    {ws_base}/{{tenant}}/{{twilio|exotel|plivo|telnyx}} (app: {:?})",
         args.app
     );
+    let who = match &args.sip_trunks {
+        Some(path) => format!("trunks from {}", path.display()),
+        None => format!(
+            "allow {}{}",
+            args.sip_allow
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            if args.sip_auth.is_some() {
+                ", others with Digest"
+            } else {
+                ""
+            }
+        ),
+    };
     println!(
-        "  SIP (UDP, TCP):   {} (RTP ports {}, media address {}, allow {}{})",
+        "  SIP (UDP, TCP):   {} (RTP ports {}, media address {}, {who})",
         sip.sip_uri(),
         args.rtp_ports,
         sip.advertised_addr().ip(),
-        args.sip_allow
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        if args.sip_auth.is_some() {
-            ", others with Digest"
-        } else {
-            ""
-        }
     );
     println!("  SIP calls:        {base_url}/debug/sip/calls");
     println!("  place a call:     POST {base_url}/node/calls (vaani dial sip:user@IP:PORT)");
@@ -413,12 +419,12 @@ async fn start_sip(
             args.sip
         );
     }
+    let trunks = sip_trunks(args)?;
     let config = SipNodeConfig {
         bind: args.sip,
         media_address,
         rtp_ports: args.rtp_ports,
-        allow: args.sip_allow.clone(),
-        auth: sip_auth(args.sip_auth.as_deref())?,
+        trunks,
         admission: AdmissionPolicy {
             token_key,
             default_tenant: Some(DEMO_TENANT.to_string()),
@@ -630,10 +636,41 @@ async fn seed_demo_tenant(stores: &Stores) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Digest verifier for `--sip-auth USER:PASSWORD` (or `VAANI_SIP_AUTH`), with a fresh
-/// random key for its nonces.
+/// The node's trunks: from `--sip-trunks FILE`, else one trunk `allowed` for the
+/// `--sip-allow` networks and, with `--sip-auth`, one trunk `digest` taking those credentials
+/// from anywhere. Digest nonces are signed with a fresh random key.
+fn sip_trunks(args: &DevArgs) -> anyhow::Result<trunks::Trunks> {
+    let key: [u8; 32] = crate::local::random_bytes(32)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("short read from /dev/urandom"))?;
+    if let Some(path) = &args.sip_trunks {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --sip-trunks {}", path.display()))?;
+        return trunks::Trunks::parse(&text, |var| std::env::var(var).ok(), key)
+            .with_context(|| format!("--sip-trunks {}", path.display()));
+    }
+    let mut list = vec![trunks::Trunk {
+        name: "allowed".into(),
+        allow: args.sip_allow.clone(),
+        auth: None,
+        tenant: None,
+    }];
+    if let Some(auth) = sip_auth(args.sip_auth.as_deref(), key)? {
+        list.push(trunks::Trunk {
+            name: "digest".into(),
+            allow: Vec::new(),
+            auth: Some(auth),
+            tenant: None,
+        });
+    }
+    Ok(trunks::Trunks::new(list)?)
+}
+
+/// The Digest verifier for `--sip-auth USER:PASSWORD` (or `VAANI_SIP_AUTH`), its nonces
+/// signed with `key`.
 fn sip_auth(
     value: Option<&str>,
+    key: [u8; 32],
 ) -> anyhow::Result<Option<vaani_media::sip::digest_server::DigestVerifier>> {
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
@@ -645,11 +682,8 @@ fn sip_auth(
     if user.is_empty() || password.is_empty() || user.contains(['"', '\\']) {
         anyhow::bail!("--sip-auth / VAANI_SIP_AUTH must be USER:PASSWORD (both non-empty)");
     }
-    let key: [u8; 32] = crate::local::random_bytes(32)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("short read from /dev/urandom"))?;
     Ok(Some(vaani_media::sip::digest_server::DigestVerifier::new(
-        "vaani",
+        trunks::REALM,
         vaani_media::sip::digest::Credentials {
             username: user.to_string(),
             password: password.to_string(),

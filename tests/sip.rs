@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{start_dev, start_dev_with};
+use common::{start_dev, start_dev_with, start_dev_with_env};
 use vaani_media::codec::g711;
 use vaani_media::rtp::dtmf::{DtmfSender, TelephoneEvent};
 use vaani_media::rtp::{RtpHeader, RtpPacket};
@@ -214,7 +214,12 @@ struct Uac {
 
 impl Uac {
     fn new(node: &str, call_id: &str) -> Uac {
-        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Uac::from_ip("127.0.0.1", node, call_id)
+    }
+
+    /// A UAC whose socket is on `ip` (any 127.x address is loopback on Linux).
+    fn from_ip(ip: &str, node: &str, call_id: &str) -> Uac {
+        let sip = UdpSocket::bind((ip, 0)).unwrap();
         sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let local = sip.local_addr().unwrap();
         Uac {
@@ -933,4 +938,83 @@ fn rust_uac_opus_tone_is_echoed() {
     assert_eq!(r["codec"], "PCMU", "{r}");
     let ok = uac2.bye();
     assert_eq!(ok.status, 200);
+}
+
+/// Trunks from `--sip-trunks`: a carrier by its network (its calls are its tenant's, and a call
+/// context naming another tenant is refused), an office PBX by Digest from any address (the
+/// challenge answered with its user picks it, with its tenant), strangers refused.
+#[test]
+fn trunks_admit_by_network_or_digest_and_own_their_calls() {
+    use vaani_media::sip::digest::{authorization, Challenge, Credentials, DigestRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let trunks = dir.path().join("trunks.toml");
+    std::fs::write(
+        &trunks,
+        "[[trunk]]\nname = \"carrier\"\ntenant = \"acme\"\nallow = [\"127.0.0.2/32\"]\n\n\
+         [[trunk]]\nname = \"office-pbx\"\ntenant = \"globex\"\nauth_user = \"pbx\"\n\
+         auth_password_env = \"VAANI_TEST_PBX_PASSWORD\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let dev = start_dev_with_env(
+        data.to_str().unwrap(),
+        &["--sip-trunks", trunks.to_str().unwrap()],
+        &[("VAANI_TEST_PBX_PASSWORD", "s3cret")],
+    );
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtp_addr = rtp.local_addr().unwrap();
+
+    // The carrier's network: answered, the call is acme's.
+    let mut carrier = Uac::from_ip("127.0.0.2", &dev.sip, "trunk-carrier-1");
+    let ok = carrier.invite(rtp_addr, "");
+    assert_eq!(ok.status, 200);
+    carrier.ack();
+    let r = call_record(&dev.addr, "trunk-carrier-1", |_| true);
+    assert_eq!(r["trunk"], "carrier", "{r}");
+    assert_eq!(r["tenant"], "acme", "{r}");
+    assert_eq!(carrier.bye().status, 200);
+    // A context claiming another tenant from the carrier: 403.
+    let mut liar = Uac::from_ip("127.0.0.2", &dev.sip, "trunk-carrier-2");
+    assert_eq!(
+        liar.invite(rtp_addr, "X-Vaani-Tenant: demo\r\n").status,
+        403
+    );
+
+    // Elsewhere: a Digest challenge; the PBX's answer is admitted as the PBX, globex's.
+    let mut pbx = Uac::from_ip("127.0.0.3", &dev.sip, "trunk-pbx-1");
+    let challenged = pbx.invite(rtp_addr, "");
+    assert_eq!(challenged.status, 401);
+    let ch = challenged.headers.get("WWW-Authenticate").unwrap();
+    let ch = Challenge::parse(ch).unwrap();
+    let answer = |password: &str| {
+        authorization(
+            &ch,
+            &Credentials {
+                username: "pbx".into(),
+                password: password.into(),
+            },
+            &DigestRequest {
+                method: "INVITE",
+                uri: &format!("sip:vaani@{}", dev.sip),
+                body: b"",
+                cnonce: "f00d",
+                nc: 1,
+            },
+        )
+        .unwrap()
+    };
+    pbx.to_tag = None;
+    let ok = pbx.invite(
+        rtp_addr,
+        &format!("Authorization: {}\r\n", answer("s3cret")),
+    );
+    assert_eq!(ok.status, 200);
+    pbx.ack();
+    let r = call_record(&dev.addr, "trunk-pbx-1", |_| true);
+    assert_eq!(r["trunk"], "office-pbx", "{r}");
+    assert_eq!(r["tenant"], "globex", "{r}");
+    assert_eq!(pbx.bye().status, 200);
+    let mut guesser = Uac::from_ip("127.0.0.3", &dev.sip, "trunk-pbx-2");
+    let wrong = guesser.invite(rtp_addr, &format!("Authorization: {}\r\n", answer("guess")));
+    assert_eq!(wrong.status, 403);
 }

@@ -59,6 +59,12 @@ pub fn start_dev(data: &str) -> Dev {
 
 /// [`start_dev`] with extra arguments.
 pub fn start_dev_with(data: &str, extra: &[&str]) -> Dev {
+    start_dev_with_env(data, extra, &[])
+}
+
+/// [`start_dev_with`] with extra environment variables for `vaani dev`.
+#[allow(dead_code)]
+pub fn start_dev_with_env(data: &str, extra: &[&str], env: &[(&str, &str)]) -> Dev {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vaani"))
         .args([
             "dev",
@@ -77,6 +83,7 @@ pub fn start_dev_with(data: &str, extra: &[&str]) -> Dev {
             &["--app", "echo"][..]
         })
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

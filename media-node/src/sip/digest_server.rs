@@ -68,6 +68,11 @@ impl DigestVerifier {
         &self.realm
     }
 
+    /// The username these credentials are for.
+    pub fn username(&self) -> &str {
+        &self.credentials.username
+    }
+
     fn sign(&self, stamp: &str) -> String {
         // HMAC takes keys of any length, so this cannot fail.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
@@ -217,6 +222,22 @@ impl DigestVerifier {
 }
 
 /// Compares without stopping at the first difference.
+/// The `username` of a Digest `Authorization` value (to pick whose credentials check it);
+/// `None` when the value is not a readable Digest answer.
+pub fn authorization_username(value: &str) -> Option<String> {
+    if value.len() > MAX_AUTHORIZATION_LEN {
+        return None;
+    }
+    let (scheme, rest) = value.trim_start().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return None;
+    }
+    auth_params(rest)?
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("username"))
+        .map(|(_, v)| v)
+}
+
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

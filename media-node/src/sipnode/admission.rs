@@ -6,12 +6,14 @@
 //! (`vaani_core::token`). Plivo forwards custom headers only as `X-PH-` plus an alphanumeric
 //! name, so from Plivo they arrive as `X-PH-Vaanitenant` / `X-PH-Vaanicallid` /
 //! `X-PH-Vaanitoken` with percent-encoded values (`vaani_telephony::plivo`); both spellings are
-//! read, and values are percent-decoded. Without a tenant header the node's default tenant
-//! (`demo` under `vaani dev`) is used. A forged tenant header gains nothing: the token only
-//! verifies for the tenant it was issued to.
+//! read, and values are percent-decoded. Without a tenant header the tenant of the trunk the
+//! INVITE came from ([`super::trunks`]) is used, else the node's default tenant (`demo` under
+//! `vaani dev`); a tenant header naming another tenant than its trunk's is refused. A forged
+//! tenant header gains nothing: the token only verifies for the tenant it was issued to.
 //!
 //! INVITEs without these headers are calls straight from a trunk (or sipp): admitted when the
-//! node does not require tokens, since the source allowlist already vouched for the sender.
+//! node does not require tokens, since the trunk's networks or Digest answer already vouched for
+//! the sender.
 //! Half a pair (call id without token or the reverse) is refused.
 
 use chrono::{DateTime, Utc};
@@ -75,6 +77,8 @@ pub enum Refusal {
     NoTenant,
     #[error("malformed call context header")]
     Malformed,
+    #[error("the call's tenant is not its trunk's")]
+    TenantMismatch,
     #[error(transparent)]
     Token(#[from] TokenError),
 }
@@ -92,14 +96,26 @@ fn valid_id(s: &str, max: usize) -> bool {
 }
 
 impl AdmissionPolicy {
-    /// Checks an INVITE's call context at wall-clock time `now`.
-    pub fn admit(&self, headers: &Headers, now: DateTime<Utc>) -> Result<CallContext, Refusal> {
+    /// Checks an INVITE's call context at wall-clock time `now`. `trunk_tenant` is the tenant
+    /// of the trunk it came from, if that trunk has one: the call is that tenant's, and a
+    /// context naming another tenant is refused.
+    pub fn admit(
+        &self,
+        headers: &Headers,
+        trunk_tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<CallContext, Refusal> {
         let call_id = context_header(headers, CALL_ID_HEADER, PLIVO_CALL_ID_HEADER)?;
         let token = context_header(headers, TOKEN_HEADER, PLIVO_TOKEN_HEADER)?;
         let tenant = match context_header(headers, TENANT_HEADER, PLIVO_TENANT_HEADER)? {
             Some(t) if !vaani_core::tenant::valid_id(&t) => return Err(Refusal::Malformed),
+            Some(t) if trunk_tenant.is_some_and(|tt| tt != t) => {
+                return Err(Refusal::TenantMismatch)
+            }
             Some(t) => Some(t),
-            None => self.default_tenant.clone(),
+            None => trunk_tenant
+                .map(str::to_string)
+                .or_else(|| self.default_tenant.clone()),
         };
         match (call_id.as_deref(), token.as_deref()) {
             (None, None) if self.require_token => Err(Refusal::MissingToken),
@@ -161,6 +177,7 @@ mod tests {
         let ok = policy(true)
             .admit(
                 &headers(&format!("X-Vaani-Call-Id: c-1\r\nX-Vaani-Token: {tok}\r\n")),
+                None,
                 now(),
             )
             .unwrap();
@@ -169,20 +186,20 @@ mod tests {
         // Another call id, another tenant, a wrong key, expiry: refused.
         let h = headers(&format!("X-Vaani-Call-Id: c-2\r\nX-Vaani-Token: {tok}\r\n"));
         assert!(matches!(
-            policy(false).admit(&h, now()),
+            policy(false).admit(&h, None, now()),
             Err(Refusal::Token(_))
         ));
         let h = headers(&format!(
             "X-Vaani-Call-Id: c-1\r\nX-Vaani-Token: {tok}\r\nX-Vaani-Tenant: acme\r\n"
         ));
         assert!(matches!(
-            policy(false).admit(&h, now()),
+            policy(false).admit(&h, None, now()),
             Err(Refusal::Token(_))
         ));
         let h = headers(&format!("X-Vaani-Call-Id: c-1\r\nX-Vaani-Token: {tok}\r\n"));
         let later = now() + chrono::Duration::seconds(301);
         assert_eq!(
-            policy(false).admit(&h, later),
+            policy(false).admit(&h, None, later),
             Err(Refusal::Token(TokenError::Expired))
         );
         // The tenant header names the tenant the token is for.
@@ -191,7 +208,11 @@ mod tests {
             "X-Vaani-Call-Id: c-3\r\nX-Vaani-Token: {tok}\r\nX-Vaani-Tenant: acme\r\n"
         ));
         assert_eq!(
-            policy(true).admit(&h, now()).unwrap().tenant.as_deref(),
+            policy(true)
+                .admit(&h, None, now())
+                .unwrap()
+                .tenant
+                .as_deref(),
             Some("acme")
         );
     }
@@ -216,39 +237,45 @@ mod tests {
             enc("call-0001"),
             enc(&tok)
         ));
-        let ok = policy(true).admit(&h, now()).unwrap();
+        let ok = policy(true).admit(&h, None, now()).unwrap();
         assert_eq!(ok.tenant.as_deref(), Some("acme"));
         assert_eq!(ok.call_id.as_deref(), Some("call-0001"));
         // Encoded bytes that are not a valid id after decoding are refused, not passed on.
         let h = headers("X-PH-Vaanicallid: a%0D%0Ab\r\nX-PH-Vaanitoken: x\r\n");
-        assert_eq!(policy(false).admit(&h, now()), Err(Refusal::Malformed));
+        assert_eq!(
+            policy(false).admit(&h, None, now()),
+            Err(Refusal::Malformed)
+        );
         let h = headers("X-PH-Vaanitenant: %FF\r\n");
-        assert_eq!(policy(false).admit(&h, now()), Err(Refusal::Malformed));
+        assert_eq!(
+            policy(false).admit(&h, None, now()),
+            Err(Refusal::Malformed)
+        );
     }
 
     #[test]
     fn missing_and_partial() {
         assert_eq!(
-            policy(true).admit(&headers(""), now()),
+            policy(true).admit(&headers(""), None, now()),
             Err(Refusal::MissingToken)
         );
         assert_eq!(
-            policy(false).admit(&headers(""), now()).unwrap(),
+            policy(false).admit(&headers(""), None, now()).unwrap(),
             CallContext {
                 tenant: Some("demo".into()),
                 call_id: None
             }
         );
         assert_eq!(
-            policy(false).admit(&headers("X-Vaani-Call-Id: c\r\n"), now()),
+            policy(false).admit(&headers("X-Vaani-Call-Id: c\r\n"), None, now()),
             Err(Refusal::Incomplete)
         );
         assert_eq!(
-            policy(false).admit(&headers("X-Vaani-Token: v1.1.x\r\n"), now()),
+            policy(false).admit(&headers("X-Vaani-Token: v1.1.x\r\n"), None, now()),
             Err(Refusal::Incomplete)
         );
         assert_eq!(
-            policy(false).admit(&headers("X-Vaani-Tenant: a b\r\n"), now()),
+            policy(false).admit(&headers("X-Vaani-Tenant: a b\r\n"), None, now()),
             Err(Refusal::Malformed)
         );
         let mut p = policy(false);
@@ -256,9 +283,28 @@ mod tests {
         assert_eq!(
             p.admit(
                 &headers("X-Vaani-Call-Id: c\r\nX-Vaani-Token: v1.1.x\r\n"),
+                None,
                 now()
             ),
             Err(Refusal::NoTenant)
+        );
+    }
+
+    #[test]
+    fn a_trunks_tenant_owns_its_calls() {
+        // No context: the trunk's tenant, not the default.
+        let ctx = policy(false)
+            .admit(&headers(""), Some("acme"), now())
+            .unwrap();
+        assert_eq!(ctx.tenant.as_deref(), Some("acme"));
+        // A context naming the same tenant is fine; another tenant is refused.
+        let same = policy(false)
+            .admit(&headers("X-Vaani-Tenant: acme\r\n"), Some("acme"), now())
+            .unwrap();
+        assert_eq!(same.tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            policy(false).admit(&headers("X-Vaani-Tenant: demo\r\n"), Some("acme"), now()),
+            Err(Refusal::TenantMismatch)
         );
     }
 }

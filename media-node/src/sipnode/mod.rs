@@ -27,6 +27,7 @@ pub mod outbound;
 pub mod ports;
 pub mod registry;
 pub mod tcp;
+pub mod trunks;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,14 +36,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ipnet::IpNet;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::AudioFormat;
 use crate::metrics::{CallEnd, EndReason as CallEndReason, Metrics, Transport as MetricsTransport};
 use crate::rtp::session::SessionConfig;
-use crate::sip::digest_server::Verdict;
 use crate::sip::sdp::{self, Codec, Direction, LocalMedia, SdpError, SessionDescription};
 use crate::sip::transaction::Timers;
 use crate::sip::uas::{CallHandle, EndReason, Uas, UasConfig, UasEvent, UasOutput};
@@ -55,6 +54,7 @@ pub use media::MediaMode;
 use media::{Media, Reserved};
 use ports::PortRange;
 use registry::{CallRecord, CallRegistry};
+use trunks::Admission;
 
 /// The `Server` / `User-Agent` value.
 const SERVER: &str = "vaani";
@@ -66,12 +66,10 @@ pub struct SipNodeConfig {
     /// The address advertised in SDP and, when `bind` is a wildcard, in Contact.
     pub media_address: IpAddr,
     pub rtp_ports: PortRange,
-    /// Sources allowed to send SIP; others get `403` (without `auth`).
-    pub allow: Vec<IpNet>,
-    /// Digest authentication for sources outside `allow`: their INVITEs are challenged
-    /// (`401`), answered with the right credentials they are served, with wrong ones they get
-    /// `403`. With it, other requests from anywhere are served as from an allowed source.
-    pub auth: Option<crate::sip::digest_server::DigestVerifier>,
+    /// Who may call: each trunk's networks and/or Digest credentials, and its tenant
+    /// ([`trunks`]); INVITEs matching none get `403` (or a `401` challenge where a trunk takes
+    /// Digest from anywhere).
+    pub trunks: trunks::Trunks,
     pub admission: AdmissionPolicy,
     /// Calls (SIP and streams together, through `active`) above which INVITEs get `503`.
     pub max_calls: u32,
@@ -205,16 +203,8 @@ impl SipNode {
             trying_delay: Duration::ZERO,
             ..Timers::default()
         };
-        // With Digest auth the core lets every source in; INVITEs from outside `allow` are
-        // then challenged by the driver.
-        let core_allow = if config.auth.is_some() {
-            [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
-                .into_iter()
-                .filter_map(|a| IpNet::new(a, 0).ok())
-                .collect()
-        } else {
-            config.allow.clone()
-        };
+        // The core lets in what any trunk may send; the driver matches INVITEs to trunks.
+        let core_allow = config.trunks.core_allow();
         let uas = Uas::new(UasConfig {
             contact,
             allow: core_allow,
@@ -611,40 +601,31 @@ impl Driver {
             tracing::info!(%source, "INVITE refused: node draining");
             return self.reject(now, call, 503, &[("Retry-After", "5")]);
         }
-        if let Some(auth) = &self.config.auth {
-            let ip = match source.ip() {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source.ip(), IpAddr::V4),
-                v4 => v4,
-            };
-            if !self.config.allow.iter().any(|n| n.contains(&ip)) {
-                let now_unix = chrono::Utc::now().timestamp().max(0).unsigned_abs();
-                let verdict = auth.verify(
-                    invite.method.as_str(),
-                    &invite.uri.to_string(),
-                    invite.headers.get("Authorization"),
-                    now_unix,
-                );
-                match verdict {
-                    Verdict::Valid => {
-                        tracing::info!(%source, "INVITE authenticated (Digest)");
-                    }
-                    Verdict::Missing | Verdict::Stale => {
-                        let stale = verdict == Verdict::Stale;
-                        tracing::info!(%source, stale, "INVITE challenged (401)");
-                        let challenges = auth.challenges(now_unix, stale);
-                        let extra: Vec<(&str, &str)> = challenges
-                            .iter()
-                            .map(|c| ("WWW-Authenticate", c.as_str()))
-                            .collect();
-                        return self.reject(now, call, 401, &extra);
-                    }
-                    Verdict::Invalid => {
-                        tracing::warn!(%source, "INVITE refused: bad Digest credentials");
-                        return self.reject(now, call, 403, &[]);
-                    }
-                }
+        let now_unix = chrono::Utc::now().timestamp().max(0).unsigned_abs();
+        let trunk = match self.config.trunks.admit(
+            source.ip(),
+            invite.method.as_str(),
+            &invite.uri.to_string(),
+            invite.headers.get("Authorization"),
+            now_unix,
+        ) {
+            Admission::Trunk(t) => {
+                tracing::info!(%source, trunk = %t.name, digest = t.auth.is_some(), "INVITE from a trunk");
+                (t.name.clone(), t.tenant.clone())
             }
-        }
+            Admission::Challenge(challenges) => {
+                tracing::info!(%source, "INVITE challenged (401)");
+                let extra: Vec<(&str, &str)> = challenges
+                    .iter()
+                    .map(|c| ("WWW-Authenticate", c.as_str()))
+                    .collect();
+                return self.reject(now, call, 401, &extra);
+            }
+            Admission::Refuse(reason) => {
+                tracing::warn!(%source, %reason, "INVITE refused: no trunk");
+                return self.reject(now, call, 403, &[]);
+            }
+        };
         // Capacity: reserve a slot first so a burst cannot overshoot.
         let open = self.config.active.fetch_add(1, Ordering::AcqRel);
         if open >= self.config.max_calls {
@@ -657,11 +638,11 @@ impl Driver {
             d.config.active.fetch_sub(1, Ordering::AcqRel);
             d.reject(now, call, status, extra);
         };
-        let context = match self
-            .config
-            .admission
-            .admit(&invite.headers, chrono::Utc::now())
-        {
+        let context = match self.config.admission.admit(
+            &invite.headers,
+            trunk.1.as_deref(),
+            chrono::Utc::now(),
+        ) {
             Ok(c) => c,
             Err(reason) => {
                 tracing::warn!(%source, %reason, "INVITE refused: call context");
@@ -726,6 +707,7 @@ impl Driver {
             tenant: context.tenant,
             source: source.to_string(),
             direction: "inbound".into(),
+            trunk: Some(trunk.0),
             codec: String::new(),
             rtp_port: port,
             latched: None,

@@ -400,6 +400,7 @@ impl Driver {
             tenant: req.tenant.clone(),
             source: next_hop.to_string(),
             direction: "outbound".into(),
+            trunk: None,
             codec: String::new(),
             rtp_port: port,
             latched: None,
@@ -572,8 +573,8 @@ impl Driver {
         }
     }
 
-    /// Only `sip:` targets at an IP inside `--sip-allow` (over UDP, or TCP already open) are
-    /// called for a far end's REFER.
+    /// Only `sip:` targets at an IP inside a trunk's networks (`--sip-allow`) are called for a
+    /// far end's REFER.
     fn refer_target_allowed(&self, refer_to: &str) -> Result<(), DialError> {
         let target = match Uri::parse(refer_to.trim()) {
             Some(Uri::Sip(u)) if !u.secure && u.headers.is_empty() => u,
@@ -588,7 +589,8 @@ impl Driver {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        if self.config.allow.iter().any(|n| n.contains(&ip)) {
+        let mut trusted = self.config.trunks.iter().flat_map(|t| &t.allow);
+        if trusted.any(|n| n.contains(&ip)) {
             Ok(())
         } else {
             Err(DialError::Connect(format!(

@@ -32,7 +32,9 @@ pub struct CallRecord {
     pub source: String,
     /// `inbound` (the node answered) or `outbound` (the node placed it).
     pub direction: String,
-    /// `PCMU` / `PCMA`.
+    /// The trunk an inbound call came from.
+    pub trunk: Option<String>,
+    /// `PCMU`, `PCMA`, `G722` or `opus`.
     pub codec: String,
     /// Our RTP port.
     pub rtp_port: u16,
