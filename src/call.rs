@@ -475,6 +475,7 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
         registry: registry.clone(),
         metrics: Metrics::new(),
         outbound_proxy: None,
+        tls: None,
         // One call: a socket of its own is all it needs.
         media: vaani_media::sipnode::MediaMode::PerCallSocket,
     })

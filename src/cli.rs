@@ -145,6 +145,16 @@ pub struct DevArgs {
     /// --sip-allow and --sip-auth.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["sip_allow", "sip_auth"])]
     pub sip_trunks: Option<std::path::PathBuf>,
+    /// Also take SIP over TLS on this address (e.g. 127.0.0.1:5061), with --sip-tls-cert and
+    /// --sip-tls-key.
+    #[arg(long, value_name = "ADDR", requires_all = ["sip_tls_cert", "sip_tls_key"])]
+    pub sip_tls: Option<SocketAddr>,
+    /// The TLS certificate chain (PEM, leaf first) for --sip-tls.
+    #[arg(long, value_name = "FILE", requires = "sip_tls")]
+    pub sip_tls_cert: Option<std::path::PathBuf>,
+    /// The TLS private key (PEM) for --sip-tls.
+    #[arg(long, value_name = "FILE", requires = "sip_tls")]
+    pub sip_tls_key: Option<std::path::PathBuf>,
     /// Send calls the node places (`POST /node/calls`, `vaani dial`) whose target host is a
     /// name to this proxy (IP:port; the node does no DNS). Without it, targets must be IPs.
     #[arg(long, value_name = "ADDR")]

@@ -209,7 +209,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if let Err(e) = std::fs::write(dir.join(DEV_INFO_FILE), dev_info.to_string()) {
         tracing::warn!(error = %e, "could not write {DEV_INFO_FILE}");
     }
-    println!("ready http={local} sip={} url={base_url}", sip.local_addr());
+    match sip.tls_addr() {
+        Some(tls) => println!(
+            "ready http={local} sip={} sip_tls={tls} url={base_url}",
+            sip.local_addr()
+        ),
+        None => println!("ready http={local} sip={} url={base_url}", sip.local_addr()),
+    }
 
     // HTTP keeps serving while the node drains (health, metrics, refusals, the calls' own
     // streams); it stops once the drain is over.
@@ -420,6 +426,12 @@ async fn start_sip(
         );
     }
     let trunks = sip_trunks(args)?;
+    let tls = match (&args.sip_tls, &args.sip_tls_cert, &args.sip_tls_key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            Some((*addr, vaani_media::sipnode::tcp::tls_acceptor(cert, key)?))
+        }
+        _ => None,
+    };
     let config = SipNodeConfig {
         bind: args.sip,
         media_address,
@@ -438,6 +450,7 @@ async fn start_sip(
         registry,
         metrics,
         outbound_proxy: args.sip_outbound_proxy,
+        tls,
         media: {
             use vaani_media::sipnode::engine::EngineConfig;
             use vaani_media::sipnode::MediaMode;

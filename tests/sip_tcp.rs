@@ -1,7 +1,8 @@
 //! SIP over TCP end to end against `vaani dev --app echo`: a call whose INVITE arrives in
 //! pieces, answered on the same connection, with RTP echoed and BYE → 200; a CRLF ping
 //! answered; a request without Content-Length answered with 400 and the connection closed;
-//! and, when sipp is here, sipp's built-in UAC over TCP (`-t t1`).
+//! and, when sipp is here, sipp's built-in UAC over TCP (`-t t1`); Digest challenges; and a
+//! call over TLS (`--sip-tls` with a certificate made by the test).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -18,9 +19,15 @@ use vaani_media::sip::message::{Response, SipMessage};
 use vaani_media::sip::sdp::SessionDescription;
 use vaani_media::sip::stream::{Framed, StreamFramer};
 
-/// A UAC over one TCP connection.
+/// A byte stream to the node: TCP, or TLS over TCP.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+/// A UAC over one TCP (or TLS) connection.
 struct TcpUac {
-    conn: TcpStream,
+    conn: Box<dyn Conn>,
+    /// `tcp` or `tls`.
+    transport: &'static str,
     framer: StreamFramer,
     node: SocketAddr,
     local: SocketAddr,
@@ -38,7 +45,8 @@ impl TcpUac {
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let local = conn.local_addr().unwrap();
         TcpUac {
-            conn,
+            conn: Box::new(conn),
+            transport: "tcp",
             framer: StreamFramer::new(),
             node,
             local,
@@ -64,17 +72,19 @@ impl TcpUac {
             "Content-Type: application/sdp\r\n"
         };
         format!(
-            "{method} sip:vaani@{node};transport=tcp SIP/2.0\r\n\
-             Via: SIP/2.0/TCP {local};branch=z9hG4bK{method}{cseq}t{pid}\r\n\
+            "{method} sip:vaani@{node};transport={transport} SIP/2.0\r\n\
+             Via: SIP/2.0/{via} {local};branch=z9hG4bK{method}{cseq}t{pid}\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:caller@{local}>;tag=tcp1\r\n\
              To: <sip:vaani@{node}>{to_tag}\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} {method}\r\n\
-             Contact: <sip:caller@{local};transport=tcp>\r\n\
+             Contact: <sip:caller@{local};transport={transport}>\r\n\
              {extra}{ct}Content-Length: {len}\r\n\r\n{body}",
             node = self.node,
             local = self.local,
+            transport = self.transport,
+            via = self.transport.to_ascii_uppercase(),
             cseq = self.cseq,
             pid = std::process::id(),
             call_id = self.call_id,
@@ -370,4 +380,90 @@ fn digest_auth_for_sources_outside_the_allowlist() {
     let mut uac = TcpUac::connect(&dev.sip, "tcp-auth-2@127.0.0.1");
     let refused = challenge_and_answer(&mut uac, "guess");
     assert_eq!(refused.status, 403);
+}
+
+/// SIP over TLS (`--sip-tls` with a self-signed certificate made here): a Rust UAC completes
+/// the handshake trusting that certificate, and its call (INVITE, 200, ACK, BYE) runs over the
+/// TLS connection; our Contact names the TLS port with `transport=tls`. Plain TCP to the TLS
+/// port gets no SIP answer: the node closes it.
+#[test]
+fn sip_over_tls() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, key.cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.signing_key.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let dev = start_dev_with(
+        data.to_str().unwrap(),
+        &[
+            "--sip-tls",
+            "127.0.0.1:0",
+            "--sip-tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--sip-tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    let tls_addr: SocketAddr = dev
+        .sip_tls
+        .as_deref()
+        .expect("sip_tls= in the ready line")
+        .parse()
+        .unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(key.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(tls_addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut uac = TcpUac {
+        conn: Box::new(rustls::StreamOwned::new(client, tcp)),
+        transport: "tls",
+        framer: StreamFramer::new(),
+        node: tls_addr,
+        local,
+        call_id: "tls-1@127.0.0.1".into(),
+        cseq: 0,
+        to_tag: None,
+        extra: String::new(),
+    };
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let invite = uac.request("INVITE", &offer(rtp.local_addr().unwrap()));
+    uac.conn.write_all(invite.as_bytes()).unwrap();
+    let ok = uac.responses().pop().unwrap();
+    assert_eq!(ok.status, 200);
+    uac.to_tag = ok.headers.to.tag().map(str::to_string);
+    let contact = ok.headers.contact[0].uri.as_sip().unwrap();
+    assert_eq!(contact.transport_param().as_deref(), Some("tls"));
+    assert_eq!(contact.port, Some(tls_addr.port()));
+    let ack = uac.request("ACK", "");
+    uac.conn.write_all(ack.as_bytes()).unwrap();
+    let bye = uac.request("BYE", "");
+    uac.conn.write_all(bye.as_bytes()).unwrap();
+    assert_eq!(uac.responses().last().map(|r| r.status), Some(200));
+
+    // Plain SIP to the TLS port: no SIP comes back, the connection is closed.
+    let mut plain = TcpStream::connect(tls_addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let _ = plain.write_all(b"OPTIONS sip:vaani@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"SIP/2.0"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
 }

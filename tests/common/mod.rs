@@ -43,6 +43,9 @@ pub struct Dev {
     pub addr: String,
     /// The SIP address (`sip=` of the ready line).
     pub sip: String,
+    /// The SIP over TLS address (`sip_tls=`), with `--sip-tls`.
+    #[allow(dead_code)]
+    pub sip_tls: Option<String>,
 }
 
 impl Drop for Dev {
@@ -101,8 +104,14 @@ pub fn start_dev_with_env(data: &str, extra: &[&str], env: &[(&str, &str)]) -> D
             };
             let addr = field("http=").expect("ready line names the http address");
             let sip = field("sip=").expect("ready line names the SIP address");
+            let sip_tls = field("sip_tls=");
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return Dev { child, addr, sip };
+            return Dev {
+                child,
+                addr,
+                sip,
+                sip_tls,
+            };
         }
     }
     let _ = child.kill();

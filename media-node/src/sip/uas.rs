@@ -327,9 +327,24 @@ pub struct Uas {
     dialed_peers: HashMap<IpAddr, u32>,
     out: VecDeque<UasOutput>,
     counters: UasCounters,
+    /// Where we take SIP over TLS, if we do: our Via and Contact name it for calls over TLS.
+    tls_port: Option<u16>,
 }
 
 impl Uas {
+    /// Says we listen for SIP over TLS on `port` (of the Contact's host).
+    pub fn set_tls_port(&mut self, port: Option<u16>) {
+        self.tls_port = port;
+    }
+
+    /// Our port for `transport`: the TLS one over TLS, else the Contact's.
+    fn port_for(&self, transport: &Transport) -> Option<u16> {
+        match transport {
+            Transport::Tls => self.tls_port.or(self.config.contact.port),
+            _ => self.config.contact.port,
+        }
+    }
+
     pub fn new(config: UasConfig) -> Self {
         Uas {
             tx: TransactionLayer::new(config.timers),
@@ -347,6 +362,7 @@ impl Uas {
             dialed_peers: HashMap::new(),
             out: VecDeque::new(),
             counters: UasCounters::default(),
+            tls_port: None,
         }
     }
 
@@ -976,8 +992,9 @@ impl Uas {
     /// `rport` (RFC 3581) so responses come back to the port we sent from.
     fn our_via_for(&mut self, transport: Transport) -> Via {
         let branch = branch_from(self.ids.next());
+        let port = self.port_for(&transport);
         let contact = &self.config.contact;
-        let mut via = Via::new(transport, contact.host.clone(), contact.port, &branch);
+        let mut via = Via::new(transport, contact.host.clone(), port, &branch);
         via.params
             .push(super::uri::Param::new("rport", None::<String>));
         via
@@ -987,6 +1004,7 @@ impl Uas {
     /// sends its in-dialog requests over TCP too (RFC 3261 §19.1.1).
     fn contact_for(&self, transport: &Transport) -> SipUri {
         let mut contact = self.config.contact.clone();
+        contact.port = self.port_for(transport);
         if transport.is_reliable() {
             contact.params.push(super::uri::Param::new(
                 "transport",

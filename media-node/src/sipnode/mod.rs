@@ -88,6 +88,9 @@ pub struct SipNodeConfig {
     pub outbound_proxy: Option<SocketAddr>,
     /// How RTP runs: the media engine (default) or a socket per call.
     pub media: MediaMode,
+    /// SIP over TLS: where to listen, and the server side of the handshake
+    /// ([`tcp::tls_acceptor`]). `None`: no TLS.
+    pub tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
 }
 
 /// Why the node did not start.
@@ -144,6 +147,8 @@ pub(crate) enum SipCmd {
 /// A running SIP node.
 pub struct SipNode {
     local: SocketAddr,
+    /// Where SIP over TLS listens, if it does.
+    tls_local: Option<SocketAddr>,
     advertised: SocketAddr,
     registry: CallRegistry,
     commands: mpsc::Sender<SipCmd>,
@@ -205,13 +210,26 @@ impl SipNode {
         };
         // The core lets in what any trunk may send; the driver matches INVITEs to trunks.
         let core_allow = config.trunks.core_allow();
-        let uas = Uas::new(UasConfig {
+        let mut uas = Uas::new(UasConfig {
             contact,
             allow: core_allow,
             timers,
             seed: random_u64(),
             server: SERVER.into(),
         });
+        let tls = match config.tls.clone() {
+            Some((addr, acceptor)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let local_tls = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                uas.set_tls_port(Some(local_tls.port()));
+                Some((listener, acceptor, local_tls))
+            }
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(256);
         let registry = config.registry.clone();
         let rtp_ip = if local.ip().is_unspecified() {
@@ -229,6 +247,17 @@ impl SipNode {
         let (tcp_tx, tcp_rx) = mpsc::channel(256);
         let conns = tcp::Connections::new(tcp_tx, tcp::IDLE_TIMEOUT, tcp::MAX_CONNECTIONS);
         let tcp_task = tokio::spawn(tcp::listen(listener, conns.clone()));
+        let (tls_task, tls_local) = match tls {
+            Some((listener, acceptor, local_tls)) => (
+                Some(AbortOnDrop(tokio::spawn(tcp::listen_tls(
+                    listener,
+                    acceptor,
+                    conns.clone(),
+                )))),
+                Some(local_tls),
+            ),
+            None => (None, None),
+        };
         let driver = Driver {
             socket,
             tcp_events: tcp_rx,
@@ -236,6 +265,7 @@ impl SipNode {
             conns,
             referred: HashMap::new(),
             _tcp_task: AbortOnDrop(tcp_task),
+            _tls_task: tls_task,
             uas,
             media,
             calls: HashMap::new(),
@@ -245,9 +275,10 @@ impl SipNode {
             shutdown: None,
         };
         let task = tokio::spawn(driver.run());
-        tracing::info!(sip = %local, %advertised, "SIP listening (UDP and TCP)");
+        tracing::info!(sip = %local, %advertised, tls = ?tls_local, "SIP listening (UDP and TCP)");
         Ok(SipNode {
             local,
+            tls_local,
             advertised,
             registry,
             commands: tx,
@@ -258,6 +289,11 @@ impl SipNode {
     /// The bound SIP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Where SIP over TLS listens, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_local
     }
 
     /// The address in our Contact (and the node's `sip_uri`).
@@ -441,6 +477,7 @@ struct Driver {
     /// Calls placed for a far end's REFER → the call it came in (told how they go).
     referred: HashMap<CallHandle, CallHandle>,
     _tcp_task: AbortOnDrop,
+    _tls_task: Option<AbortOnDrop>,
     uas: Uas,
     media: Media,
     calls: HashMap<CallHandle, CallEntry>,
@@ -538,8 +575,9 @@ impl Driver {
                 self.tcp.insert(peer, conn);
             }
             tcp::TcpEvent::Message { peer, data } => {
-                self.uas
-                    .receive_on(Instant::now(), &data, peer, Transport::Tcp);
+                let tls = self.tcp.get(&peer).is_some_and(|c| c.tls);
+                let transport = if tls { Transport::Tls } else { Transport::Tcp };
+                self.uas.receive_on(Instant::now(), &data, peer, transport);
             }
             tcp::TcpEvent::Closed { peer, id } => {
                 if self.tcp.get(&peer).is_some_and(|c| c.id == id) {

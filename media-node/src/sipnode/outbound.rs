@@ -24,7 +24,8 @@
 //! A target with `;transport=tcp` is called over TCP (RFC 3261 §18.1.1): the node opens a
 //! connection to the next hop (or reuses one open to it), says TCP in its Via and
 //! `;transport=tcp` in its Contact, and sends the call's requests over that connection, which
-//! stays open while the call lives. UDP otherwise; TLS is not offered.
+//! stays open while the call lives. UDP otherwise; the node places no calls over TLS (it only
+//! takes them: [`super::tcp`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;

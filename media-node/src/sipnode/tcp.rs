@@ -1,5 +1,8 @@
 //! SIP over TCP (RFC 3261 §18.3): the listener beside the UDP socket, connections we open
-//! for calls we place ([`Connections::connect`]), and one task per connection.
+//! for calls we place ([`Connections::connect`]), and one task per connection; and SIP over
+//! TLS (RFC 3261 §26.3.1, RFC 5630), when configured: a second listener whose connections
+//! run the same task once their TLS handshake (at most [`HANDSHAKE_TIMEOUT`], at most
+//! [`MAX_HANDSHAKES`] at once) is done.
 //!
 //! A connection task reads, frames messages out of the stream ([`crate::sip::stream`]) and
 //! hands each, with the peer's address, to the SIP task; it answers CRLF pings itself, and on
@@ -14,7 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -26,6 +29,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Messages queued for one connection's writer; beyond, sends to it are dropped.
 const QUEUE: usize = 64;
+/// How long a TLS client may take to finish its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once; more connections are closed at once.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// What connection tasks tell the SIP task.
 #[derive(Debug)]
@@ -43,6 +50,8 @@ pub(crate) struct TcpConn {
     pub tx: mpsc::Sender<Vec<u8>>,
     /// Calls using the connection: while any, it is not closed for idleness.
     pub calls: Arc<AtomicUsize>,
+    /// TLS (else plain TCP).
+    pub tls: bool,
 }
 
 /// Why a connection for a call could not be opened.
@@ -85,7 +94,15 @@ impl Connections {
 
     /// Registers `stream` with the SIP task (its `Opened` comes before any of its messages)
     /// and starts its task. `Err` when at the cap or the SIP task is gone.
-    async fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> Result<TcpConn, ConnectError> {
+    async fn adopt<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Result<TcpConn, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(ConnectError::TooMany);
@@ -96,6 +113,7 @@ impl Connections {
             id,
             tx,
             calls: Arc::new(AtomicUsize::new(0)),
+            tls,
         };
         let opened = TcpEvent::Opened {
             peer,
@@ -127,7 +145,8 @@ impl Connections {
             Err(_) => return Err(ConnectError::TimedOut(peer)),
         };
         tracing::debug!(%peer, "SIP TCP connection opened");
-        self.adopt(stream, peer).await
+        let _ = stream.set_nodelay(true);
+        self.adopt(stream, peer, false).await
     }
 }
 
@@ -142,7 +161,8 @@ pub(crate) async fn listen(listener: TcpListener, conns: Connections) {
                 continue;
             }
         };
-        match conns.adopt(stream, peer).await {
+        let _ = stream.set_nodelay(true);
+        match conns.adopt(stream, peer, false).await {
             Ok(_) => tracing::debug!(%peer, "SIP TCP connection"),
             Err(ConnectError::Stopped) => return,
             Err(e) => {
@@ -152,16 +172,94 @@ pub(crate) async fn listen(listener: TcpListener, conns: Connections) {
     }
 }
 
+/// Accepts TLS connections until the SIP task goes away: each handshake runs in its own task.
+pub(crate) async fn listen_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    conns: Connections,
+) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP TLS accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if conns.events.is_closed() {
+            return;
+        }
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "SIP TLS connection refused: too many handshakes");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, conns) = (acceptor.clone(), conns.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(permit);
+            match handshake {
+                Ok(Ok(tls)) => match conns.adopt(tls, peer, true).await {
+                    Ok(_) => tracing::debug!(%peer, "SIP TLS connection"),
+                    Err(e) => tracing::warn!(%peer, error = %e, "SIP TLS connection refused"),
+                },
+                Ok(Err(e)) => tracing::info!(%peer, error = %e, "SIP TLS handshake failed"),
+                Err(_) => tracing::info!(%peer, "SIP TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// The TLS server side from PEM files: the certificate chain (leaf first) and its private key.
+pub fn tls_acceptor(
+    cert_pem: &std::path::Path,
+    key_pem: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_pem)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsSetupError::Cert(format!("{}: {e}", cert_pem.display())))?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::Cert(format!(
+            "{}: no certificate in it",
+            cert_pem.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_pem)
+        .map_err(|e| TlsSetupError::Key(format!("{}: {e}", key_pem.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Why the TLS listener could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS certificate {0}")]
+    Cert(String),
+    #[error("TLS private key {0}")]
+    Key(String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
 /// One connection: reads and frames, writes what the SIP task queues, answers pings.
-async fn run_connection(
-    mut stream: TcpStream,
+async fn run_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
     events: &mpsc::Sender<TcpEvent>,
     calls: Arc<AtomicUsize>,
     idle: Duration,
 ) {
-    let _ = stream.set_nodelay(true);
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut deadline = tokio::time::Instant::now() + idle;
@@ -220,7 +318,7 @@ async fn run_connection(
 /// Closes our side, then reads and drops what the peer still sends (for at most a second and
 /// 256 KiB), so that closing with unread bytes does not reset the connection and destroy the
 /// `400` just written.
-async fn close_gracefully(stream: &mut TcpStream) {
+async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut buf = [0u8; 4096];
