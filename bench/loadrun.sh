@@ -8,8 +8,9 @@
 #   ENGINE=per-call bench/loadrun.sh 500 1000      # a socket and task per call (older design)
 #   ENGINE=per-packet bench/loadrun.sh 1000        # the engine with one syscall per datagram
 #   bench/loadrun.sh sipp 200                      # sipp as the caller instead (cross-check)
+#   CODEC=g722 bench/loadrun.sh 1000               # G.722 calls (the node offers g722 only)
 #
-# Environment: ENGINE (batched), HOLD seconds (20), WARMUP (3), RATE calls/s (400),
+# Environment: ENGINE (batched), CODEC (pcmu; or g722), HOLD seconds (20), WARMUP (3), RATE calls/s (400),
 # RTP_PORTS (20000-29999: a socket per call needs a port per call), NODE_CPU (0), GEN_CPU (1), SOCKETS generator RTP sockets (4), PRIO (`chrt -f 10`: this
 # machine is shared with other work, and pinning alone does not keep it off the node's core;
 # at normal priority, even at nice -20, the node lost packets while idle half the time. As
@@ -18,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENGINE=${ENGINE:-batched}
+CODEC=${CODEC:-pcmu}
 HOLD=${HOLD:-20}
 WARMUP=${WARMUP:-3}
 RATE=${RATE:-400}
@@ -35,12 +37,17 @@ mode=sipload
 if [ "${1:-}" = sipp ]; then
     mode=sipp
     shift
+    if [ "$CODEC" != pcmu ]; then
+        echo "the sipp scenario sends PCMU only: CODEC=$CODEC is for the sipload generator" >&2
+        exit 2
+    fi
 fi
 
 start_node() {
     data=$(mktemp -d)
-    $PRIO taskset -c "$NODE_CPU" "$bin" dev --http "$HTTP" --sip "$SIP" --data "$data" \
+    $PRIO taskset -c "$NODE_CPU" "$bin" dev --app echo --http "$HTTP" --sip "$SIP" --data "$data" \
         --max-calls 100000 --rtp-ports "$RTP_PORTS" --rtp-engine "$ENGINE" --rtp-timeout 60 \
+        --sip-codecs "$CODEC" \
         >"$data/out" 2>"$data/err" &
     pid=$!
     for _ in $(seq 100); do
@@ -60,10 +67,11 @@ stop_node() {
 
 for n in "$@"; do
     start_node
-    echo "== $mode N=$n engine=$ENGINE hold=${HOLD}s rate=${RATE}/s node cpu $NODE_CPU, generator cpu $GEN_CPU; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "== $mode N=$n engine=$ENGINE codec=$CODEC hold=${HOLD}s rate=${RATE}/s node cpu $NODE_CPU, generator cpu $GEN_CPU; load: $(cut -d' ' -f1-3 /proc/loadavg)"
     if [ "$mode" = sipload ]; then
         $PRIO taskset -c "$GEN_CPU" "$gen" --sip "$SIP" --http "$HTTP" --pid "$pid" --calls "$n" \
-            --rate "$RATE" --warmup "$WARMUP" --hold "$HOLD" --sockets "$SOCKETS" || true
+            --rate "$RATE" --warmup "$WARMUP" --hold "$HOLD" --sockets "$SOCKETS" \
+            --codec "$CODEC" || true
     else
         # 1 s of a 440 Hz tone as headerless u-law, looped by sipp's rtp_stream.
         audio=$(mktemp --suffix=.ul)

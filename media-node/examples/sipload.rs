@@ -1,7 +1,7 @@
 //! SIP + RTP load generator for the media node (issue 3's load run; see bench/README.md).
 //!
 //! Sets up N calls to a running node (`vaani dev --app echo`) with INVITE/200/ACK over UDP,
-//! streams 20 ms μ-law RTP for every call from a few sockets (batched `sendmmsg`, each call's
+//! streams 20 ms μ-law (or, with `--codec g722`, G.722) RTP for every call from a few sockets (batched `sendmmsg`, each call's
 //! packets at its own phase of the 20 ms so the load is even), receives the echoes, holds for
 //! a measurement window, then BYEs every call. Reports:
 //!
@@ -47,6 +47,34 @@ struct Args {
     hold: Duration,
     sockets: usize,
     io: IoMode,
+    /// `pcmu` or `g722`: what the calls offer and send.
+    codec: LoadCodec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadCodec {
+    Pcmu,
+    G722,
+}
+
+impl LoadCodec {
+    fn payload_type(self) -> u8 {
+        match self {
+            LoadCodec::Pcmu => 0,
+            LoadCodec::G722 => 9,
+        }
+    }
+}
+
+impl std::str::FromStr for LoadCodec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pcmu" => Ok(LoadCodec::Pcmu),
+            "g722" => Ok(LoadCodec::G722),
+            other => Err(format!("--codec {other}: pcmu or g722")),
+        }
+    }
 }
 
 fn parse_args() -> Res<Args> {
@@ -60,6 +88,7 @@ fn parse_args() -> Res<Args> {
         hold: Duration::from_secs(20),
         sockets: 4,
         io: IoMode::Batched,
+        codec: LoadCodec::Pcmu,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,10 +103,12 @@ fn parse_args() -> Res<Args> {
             "--hold" => a.hold = Duration::from_secs_f64(value()?.parse()?),
             "--sockets" => a.sockets = value()?.parse::<usize>()?.max(1),
             "--io" => a.io = value()?.parse()?,
+            "--codec" => a.codec = value()?.parse()?,
             "-h" | "--help" => {
                 println!(
                     "sipload --sip ADDR [--http ADDR] [--pid PID] [--calls N] [--rate CPS] \
-                     [--warmup S] [--hold S] [--sockets K] [--io batched|per-packet]"
+                     [--warmup S] [--hold S] [--sockets K] [--io batched|per-packet] \
+                     [--codec pcmu|g722]"
                 );
                 std::process::exit(0);
             }
@@ -241,13 +272,26 @@ impl Load {
             rtp.push(s);
         }
         // One second of a 440 Hz tone at −10 dBFS: 440 whole cycles, so it loops seamlessly.
+        // Both codecs fill 160 bytes per 20 ms (μ-law at 8 kHz, G.722 at 16 kHz).
+        let tone = |rate: f64, n: usize| {
+            10_000.0 * (2.0 * std::f64::consts::PI * 440.0 * n as f64 / rate).sin()
+        };
+        let mut g722 = vaani_media::codec::g722::Encoder::new();
         let payloads = (0..50)
             .map(|f| {
                 let mut p = [0u8; 160];
-                for (i, b) in p.iter_mut().enumerate() {
-                    let t = (f * 160 + i) as f64 / 8000.0;
-                    let s = 10_000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin();
-                    *b = g711::linear_to_ulaw(s as i16);
+                match args.codec {
+                    LoadCodec::Pcmu => {
+                        for (i, b) in p.iter_mut().enumerate() {
+                            *b = g711::linear_to_ulaw(tone(8000.0, f * 160 + i) as i16);
+                        }
+                    }
+                    LoadCodec::G722 => {
+                        let pcm: Vec<i16> = (0..320)
+                            .map(|i| tone(16_000.0, f * 320 + i) as i16)
+                            .collect();
+                        g722.encode(&pcm, &mut p);
+                    }
                 }
                 p
             })
@@ -325,9 +369,13 @@ impl Load {
 
     fn invite(&mut self, i: usize) {
         let rtp = self.rtp_addrs[self.calls[i].socket];
+        let (pt, rtpmap) = match self.args.codec {
+            LoadCodec::Pcmu => (0, "a=rtpmap:0 PCMU/8000\r\n"),
+            LoadCodec::G722 => (9, "a=rtpmap:9 G722/8000\r\n"),
+        };
         let sdp = format!(
             "v=0\r\no=load {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+             m=audio {} RTP/AVP {pt} 101\r\n{rtpmap}a=rtpmap:101 telephone-event/8000\r\n\
              a=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
             rtp.port()
         );
@@ -393,6 +441,7 @@ impl Load {
 
     /// Sends the RTP of wheel bucket `b`.
     fn send_bucket(&mut self, b: usize) {
+        let self_pt = self.args.codec.payload_type();
         let Load {
             wheel,
             calls,
@@ -409,7 +458,7 @@ impl Load {
             let slot = s.slot();
             let header = RtpHeader {
                 marker: false,
-                payload_type: 0,
+                payload_type: self_pt,
                 sequence: c.seq,
                 timestamp: c.ts,
                 ssrc: c.ssrc,
