@@ -18,7 +18,6 @@ use vaani_media::metrics::Metrics;
 use vaani_media::services::stt::{Grammar, SphinxModel, SphinxStream};
 use vaani_media::services::tts::EspeakTts;
 use vaani_media::services::vad::{Vad, VadMode};
-use vaani_media::sip::sdp::Codec;
 use vaani_media::sipnode::admission::AdmissionPolicy;
 use vaani_media::sipnode::app::{AppAction, CallInfo, SipApp, SipCall};
 use vaani_media::sipnode::outbound::DialRequest;
@@ -470,7 +469,7 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
         max_calls: 1,
         active: Arc::new(AtomicU32::new(0)),
         rtp_timeout: Duration::from_secs(30),
-        codecs: vec![Codec::Pcmu, Codec::Pcma],
+        codecs: crate::dev::sip_codecs(&a.codecs),
         app,
         registry: registry.clone(),
         metrics: Metrics::new(),
@@ -497,11 +496,13 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
     // Until the script is done and the call is over, or the time limit.
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let mut ended = None;
+    let mut codec = String::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let snap = registry.snapshot();
         if let Some(r) = snap.ended.iter().find(|r| r.id == dialed.handle) {
             ended = Some(r.end_reason.clone().unwrap_or_default());
+            codec = r.codec.clone();
             break;
         }
     }
@@ -531,6 +532,7 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
                 "call_id": call_id,
                 "sip_call_id": dialed.sip_call_id,
                 "ended": ended,
+                "codec": codec,
                 "turns": turns,
             })
         );
@@ -550,7 +552,10 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
                 t.started_ms, t.speaker, t.text
             );
         }
-        println!("ended: {}", ended.as_deref().unwrap_or("time limit"));
+        println!(
+            "ended: {} (codec {codec})",
+            ended.as_deref().unwrap_or("time limit")
+        );
     }
     Ok(if done && error.is_none() {
         ExitCode::SUCCESS

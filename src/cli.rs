@@ -198,6 +198,15 @@ pub struct CallArgs {
     /// The caller's RTP ports.
     #[arg(long, default_value = "40000-40999", value_name = "LOW-HIGH")]
     pub rtp_ports: vaani_media::sipnode::ports::PortRange,
+    /// Codecs the call offers, in order of preference (comma-separated): pcmu, pcma, g722,
+    /// opus.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pcmu,pcma",
+        value_name = "CODEC,..."
+    )]
+    pub codecs: Vec<SipCodec>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,

@@ -706,7 +706,7 @@ fn sip_auth(
 }
 
 /// `--sip-codecs` as SDP codecs, in the order given (repeats dropped).
-fn sip_codecs(list: &[crate::cli::SipCodec]) -> Vec<Codec> {
+pub(crate) fn sip_codecs(list: &[crate::cli::SipCodec]) -> Vec<Codec> {
     use crate::cli::SipCodec;
     let mut out = Vec::with_capacity(list.len());
     for c in list {

@@ -214,3 +214,31 @@ fn a_key_press_routes_the_call() {
     );
     assert_eq!(v["ended"], "remote_bye", "the agent hung up: {v}");
 }
+
+/// A wideband call: `vaani call --codecs g722` to a node that prefers G.722. The call runs in
+/// G.722 both ways (16 kHz audio to the recogniser, no resampling), and the question still
+/// gets the billing answer, transcribed back by the caller.
+#[test]
+fn a_g722_call_gets_the_billing_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let _dev = start_dev_with(&data, &["--app", "agent", "--sip-codecs", "g722,pcmu"]);
+    let v = call(
+        &data,
+        &[
+            "--codecs",
+            "g722",
+            "--say",
+            "I have a question about my bill",
+        ],
+    );
+    assert_eq!(v["codec"], "G722", "{v}");
+    let t = turns(&v);
+    assert_eq!(t[1].1, "I have a question about my bill", "{t:?}");
+    assert!(
+        t.iter()
+            .skip(2)
+            .any(|x| x.0 == "agent" && x.1.contains("bill")),
+        "{t:?}"
+    );
+}

@@ -103,7 +103,7 @@ pub enum StartError {
     },
     #[error("the SIP address {0} is a wildcard: give the address to advertise")]
     Wildcard(IpAddr),
-    #[error("no codec the node can carry over RTP (PCMU/PCMA/opus)")]
+    #[error("no codec the node can carry over RTP (PCMU/PCMA/G722/opus)")]
     NoCodec,
     #[error("starting the media engine: {0}")]
     Media(std::io::Error),
