@@ -5,7 +5,8 @@
 //! A REFER from the far end (a PBX transferring the call to someone else, RFC 3515, the node
 //! being the transferee of RFC 5589 §6) is carried out when its target is safe to call: a
 //! `sip:` URI without headers (so no `Replaces`: attended transfer is not supported) whose
-//! host is an IP inside `--sip-allow`, the networks trusted to send us calls; anything else is
+//! host is an IP inside a trunk's networks (`--sip-allow`, or `allow` in `--sip-trunks`), the
+//! networks trusted to send us calls, reachable over UDP (or TCP already open); anything else is
 //! declined (`603`), as the node must not become a way to place calls anywhere. The node
 //! answers `202`, places the new call (same tenant, our call id with `.transfer`, From
 //! `vaani`) running the app afresh, and reports it in NOTIFYs (`100`, each provisional, then
@@ -106,6 +107,8 @@ pub enum DialError {
     UnsupportedTransport,
     #[error("{0}")]
     Connect(String),
+    #[error("{0} is outside every trunk's networks: not called for a REFER")]
+    Untrusted(IpAddr),
     #[error("the node is draining and places no new calls")]
     Draining,
     #[error("the node is at capacity ({0} calls)")]
@@ -127,6 +130,7 @@ impl DialError {
             | DialError::BadFrom
             | DialError::UnsupportedTransport => StatusCode::BAD_REQUEST,
             DialError::Connect(_) => StatusCode::BAD_GATEWAY,
+            DialError::Untrusted(_) => StatusCode::FORBIDDEN,
             DialError::Draining | DialError::Full(_) | DialError::NoPort | DialError::Stopped => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -594,9 +598,7 @@ impl Driver {
         if trusted.any(|n| n.contains(&ip)) {
             Ok(())
         } else {
-            Err(DialError::Connect(format!(
-                "{ip} is outside --sip-allow: not called for a REFER"
-            )))
+            Err(DialError::Untrusted(ip))
         }
     }
 
