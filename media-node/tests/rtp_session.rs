@@ -81,6 +81,27 @@ fn goertzel(samples: &[i16], rate: f64, freq: f64) -> f64 {
     (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len().max(1) as f64
 }
 
+/// `received` (16 kHz) holds, for 1 s from 100 ms after it became loud, a tone at `freq`
+/// (100× the power of each of `others`) within 1.5 dB of the 8000-amplitude tone sent.
+fn assert_tone(received: &[i16], freq: f64, others: &[f64]) {
+    let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64;
+    let start = received
+        .chunks(FRAME_SAMPLES)
+        .position(|c| energy(c) > 1e6)
+        .expect("the tone arrived");
+    let window = &received[(start + 5) * FRAME_SAMPLES..(start + 55) * FRAME_SAMPLES];
+    let at = |f: f64| goertzel(window, 16_000.0, f);
+    for other in others {
+        assert!(
+            at(freq) > 100.0 * at(*other),
+            "{freq} Hz dominates {other} Hz"
+        );
+    }
+    let rms = energy(window).sqrt();
+    let level_db = 20.0 * (rms / (8000.0 / 2f64.sqrt())).log10();
+    assert!(level_db.abs() < 1.5, "level off by {level_db:.2} dB");
+}
+
 fn rtp(seq: u16, ts: u32, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     RtpHeader {
@@ -551,19 +572,7 @@ fn opus_session_pair_carries_a_tone() {
     assert!(sizes.len() > 1, "Opus payload sizes vary: {sizes:?}");
     assert!(sizes.iter().all(|&n| (1..=400).contains(&n)), "{sizes:?}");
     // The tone: 1 s from where it became loud, at 440 Hz and within 1.5 dB of 8000.
-    let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64;
-    let start = received
-        .chunks(FRAME_SAMPLES)
-        .position(|c| energy(c) > 1e6)
-        .expect("the tone arrived");
-    let window = &received[(start + 5) * FRAME_SAMPLES..(start + 55) * FRAME_SAMPLES];
-    let at = |f: f64| goertzel(window, 16_000.0, f);
-    for other in [300.0, 400.0, 480.0, 880.0, 1000.0] {
-        assert!(at(440.0) > 100.0 * at(other), "440 Hz dominates {other} Hz");
-    }
-    let rms = energy(window).sqrt();
-    let level_db = 20.0 * (rms / (8000.0 / 2f64.sqrt())).log10();
-    assert!(level_db.abs() < 1.5, "level off by {level_db:.2} dB");
+    assert_tone(&received, 440.0, &[300.0, 400.0, 480.0, 880.0, 1000.0]);
     let c = b.counters();
     assert_eq!(c.frames_concealed, 1, "{c:?}");
     assert!(c.frames_played >= 75, "{c:?}");
@@ -717,19 +726,7 @@ fn g722_session_pair_carries_a_wideband_tone() {
         assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
         assert_eq!(w[1].timestamp, w[0].timestamp.wrapping_add(160));
     }
-    let energy = |s: &[i16]| s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / s.len() as f64;
-    let start = received
-        .chunks(FRAME_SAMPLES)
-        .position(|c| energy(c) > 1e6)
-        .expect("the tone arrived");
-    let window = &received[(start + 5) * FRAME_SAMPLES..(start + 55) * FRAME_SAMPLES];
-    let at = |f: f64| goertzel(window, 16_000.0, f);
-    for other in [3000.0, 4000.0, 4500.0, 5500.0, 6000.0] {
-        assert!(at(5000.0) > 100.0 * at(other), "5 kHz dominates {other} Hz");
-    }
-    let rms = energy(window).sqrt();
-    let level_db = 20.0 * (rms / (8000.0 / 2f64.sqrt())).log10();
-    assert!(level_db.abs() < 1.5, "level off by {level_db:.2} dB");
+    assert_tone(&received, 5000.0, &[3000.0, 4000.0, 4500.0, 5500.0, 6000.0]);
     // Silence after the tone is coded silence, quiet once the decoder settles.
     let tail = &received[received.len() - 10 * FRAME_SAMPLES..];
     assert!(tail.iter().all(|s| s.abs() < 50), "quiet tail");
