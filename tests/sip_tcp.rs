@@ -467,3 +467,40 @@ fn sip_over_tls() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// A call over TCP whose connection the caller closes: when the node later hangs up (RTP
+/// timeout), its BYE has no connection to go on, and it must not go out over UDP to the port
+/// the connection came from instead.
+#[test]
+fn nothing_goes_over_udp_to_a_closed_connections_port() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = start_dev_with(data.path().to_str().unwrap(), &["--rtp-timeout", "1"]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = TcpUac::connect(&dev.sip, "tcp-closed-1@127.0.0.1");
+    let invite = uac.request("INVITE", &offer(rtp.local_addr().unwrap()));
+    uac.conn.write_all(invite.as_bytes()).unwrap();
+    let ok = uac.responses().pop().unwrap();
+    assert_eq!(ok.status, 200);
+    uac.to_tag = ok.headers.to.tag().map(str::to_string);
+    let ack = uac.request("ACK", "");
+    uac.conn.write_all(ack.as_bytes()).unwrap();
+    let port = uac.local.port();
+    drop(uac);
+    // The same port number over UDP: where a wrong fallback would send the BYE.
+    let trap = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    trap.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 2048];
+    match trap.recv_from(&mut buf) {
+        Ok((n, from)) => panic!(
+            "{n} bytes over UDP from {from}: {}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+}

@@ -264,6 +264,7 @@ impl SipNode {
             tcp: HashMap::new(),
             conns,
             referred: HashMap::new(),
+            closed_streams: HashMap::new(),
             _tcp_task: AbortOnDrop(tcp_task),
             _tls_task: tls_task,
             uas,
@@ -355,6 +356,11 @@ fn random_u64() -> u64 {
     );
     h.finish()
 }
+
+/// How long a closed TCP/TLS connection's address is remembered (calls on it end by then: their
+/// in-dialog requests time out), and how many are remembered at most.
+const CLOSED_STREAM_MEMORY: Duration = Duration::from_secs(600);
+const MAX_CLOSED_STREAMS: usize = 4096;
 
 /// What the offer/answer settled for a call's audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -476,6 +482,8 @@ struct Driver {
     conns: tcp::Connections,
     /// Calls placed for a far end's REFER → the call it came in (told how they go).
     referred: HashMap<CallHandle, CallHandle>,
+    /// Addresses whose TCP/TLS connection closed, and when: nothing for them goes over UDP.
+    closed_streams: HashMap<SocketAddr, Instant>,
     _tcp_task: AbortOnDrop,
     _tls_task: Option<AbortOnDrop>,
     uas: Uas,
@@ -554,10 +562,18 @@ impl Driver {
                             Err(mpsc::error::TrySendError::Closed(_)) => {
                                 // Its task has ended; its `Closed` is on the way.
                                 tracing::debug!(%to, "SIP TCP connection gone: send dropped");
-                                self.tcp.remove(&to);
+                                if self.tcp.remove(&to).is_some() {
+                                    self.stream_gone(to);
+                                }
                             }
                             Err(e) => tracing::debug!(%to, error = %e, "SIP TCP send dropped"),
                         }
+                        continue;
+                    }
+                    if self.closed_streams.contains_key(&to) {
+                        // Its TCP/TLS connection closed: what was meant for it must not go out
+                        // over UDP (in clear, for a TLS call) to what was a connection's port.
+                        tracing::debug!(%to, "SIP peer's connection closed: send dropped");
                         continue;
                     }
                     if let Err(e) = self.socket.send_to(&data, to).await {
@@ -572,6 +588,7 @@ impl Driver {
     fn on_tcp(&mut self, event: tcp::TcpEvent) {
         match event {
             tcp::TcpEvent::Opened { peer, conn } => {
+                self.closed_streams.remove(&peer);
                 self.tcp.insert(peer, conn);
             }
             tcp::TcpEvent::Message { peer, data } => {
@@ -582,8 +599,22 @@ impl Driver {
             tcp::TcpEvent::Closed { peer, id } => {
                 if self.tcp.get(&peer).is_some_and(|c| c.id == id) {
                     self.tcp.remove(&peer);
+                    self.stream_gone(peer);
                 }
             }
+        }
+    }
+
+    /// Remembers that `peer` was a TCP/TLS connection's address (for [`CLOSED_STREAM_MEMORY`]),
+    /// so messages for it are not sent over UDP instead.
+    fn stream_gone(&mut self, peer: SocketAddr) {
+        let now = Instant::now();
+        if self.closed_streams.len() >= MAX_CLOSED_STREAMS {
+            self.closed_streams
+                .retain(|_, at| now.duration_since(*at) < CLOSED_STREAM_MEMORY);
+        }
+        if self.closed_streams.len() < MAX_CLOSED_STREAMS {
+            self.closed_streams.insert(peer, now);
         }
     }
 
