@@ -76,7 +76,7 @@ pub struct SipNodeConfig {
     pub active: Arc<AtomicU32>,
     /// No RTP for this long ends the call with BYE.
     pub rtp_timeout: Duration,
-    /// Codecs offered/accepted, in our order of preference: PCMU, PCMA and Opus are carried
+    /// Codecs offered/accepted, in our order of preference: PCMU, PCMA, G.722 and Opus are carried
     /// (others are left out of offers and answers).
     pub codecs: Vec<Codec>,
     pub app: Arc<dyn SipApp>,
