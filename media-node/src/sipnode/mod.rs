@@ -357,9 +357,9 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-/// How long a closed TCP/TLS connection's address is remembered (calls on it end by then: their
-/// in-dialog requests time out), and how many are remembered at most.
-const CLOSED_STREAM_MEMORY: Duration = Duration::from_secs(600);
+/// How long a closed TCP/TLS connection's address is remembered (the calls it carried end by
+/// then: their in-dialog requests time out after 64·T1), and how many are remembered at most.
+const CLOSED_STREAM_MEMORY: Duration = Duration::from_secs(120);
 const MAX_CLOSED_STREAMS: usize = 4096;
 
 /// What the offer/answer settled for a call's audio.
@@ -513,7 +513,13 @@ impl Driver {
                 .map(|d| tokio::time::sleep_until(tokio::time::Instant::from_std(d)));
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.uas.receive(Instant::now(), &buf[..n], from),
+                    Ok((n, from)) => {
+                        // The address speaks UDP now: what is meant for it may go there again.
+                        if !self.closed_streams.is_empty() {
+                            self.closed_streams.remove(&from);
+                        }
+                        self.uas.receive(Instant::now(), &buf[..n], from);
+                    }
                     Err(e) => tracing::debug!(error = %e, "SIP receive failed"),
                 },
                 Some(ev) = self.tcp_events.recv() => self.on_tcp(ev),
@@ -562,8 +568,8 @@ impl Driver {
                             Err(mpsc::error::TrySendError::Closed(_)) => {
                                 // Its task has ended; its `Closed` is on the way.
                                 tracing::debug!(%to, "SIP TCP connection gone: send dropped");
-                                if self.tcp.remove(&to).is_some() {
-                                    self.stream_gone(to);
+                                if let Some(conn) = self.tcp.remove(&to) {
+                                    self.stream_gone(to, &conn);
                                 }
                             }
                             Err(e) => tracing::debug!(%to, error = %e, "SIP TCP send dropped"),
@@ -598,16 +604,21 @@ impl Driver {
             }
             tcp::TcpEvent::Closed { peer, id } => {
                 if self.tcp.get(&peer).is_some_and(|c| c.id == id) {
-                    self.tcp.remove(&peer);
-                    self.stream_gone(peer);
+                    if let Some(conn) = self.tcp.remove(&peer) {
+                        self.stream_gone(peer, &conn);
+                    }
                 }
             }
         }
     }
 
-    /// Remembers that `peer` was a TCP/TLS connection's address (for [`CLOSED_STREAM_MEMORY`]),
-    /// so messages for it are not sent over UDP instead.
-    fn stream_gone(&mut self, peer: SocketAddr) {
+    /// `conn` to `peer` closed: if calls were still on it, remembers the address (for
+    /// [`CLOSED_STREAM_MEMORY`], or until a datagram comes from it) so that those calls'
+    /// messages are not sent over UDP instead.
+    fn stream_gone(&mut self, peer: SocketAddr, conn: &tcp::TcpConn) {
+        if conn.calls.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let now = Instant::now();
         if self.closed_streams.len() >= MAX_CLOSED_STREAMS {
             self.closed_streams

@@ -374,6 +374,10 @@ impl Driver {
             credentials: req.credentials,
             answer_timeout: Some(req.answer_timeout.min(MAX_ANSWER_TIMEOUT)),
         };
+        if transport == SipTransport::Udp {
+            // We call it over UDP now: a closed connection's memory must not swallow this.
+            self.closed_streams.remove(&next_hop);
+        }
         let call = match self.uas.dial(now, dial) {
             Ok(c) => c,
             Err(e) => {
