@@ -1,6 +1,8 @@
-//! The agent `vaani dev` answers with: its spec, its engines (offline ones unless cloud keys
-//! are configured) and the pipeline app that runs it on every call.
+//! The agents `vaani dev` answers with: each one's spec, its engines (offline ones unless
+//! cloud keys are configured) and the pipeline app that runs it; the default agent answers
+//! every call that names none ([`AgentSet`]).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +15,10 @@ use vaani_media::pipeline::call::{CallReport, PipelineConfig};
 use vaani_media::pipeline::dialogue::EmbeddedLlm;
 use vaani_media::pipeline::embedded::{EmbeddedFlite, EmbeddedStt, EmbeddedTts, WebrtcVad};
 use vaani_media::pipeline::engines::Engines;
+use vaani_media::server::{CallHandler, MediaApp};
 use vaani_media::services::vad::VadMode;
+use vaani_media::sipnode::app::{CallInfo, SipApp, SipCall};
+use vaani_media::streams::StartInfo;
 
 /// The sample agent, built in so `vaani dev` works from any directory.
 pub const SAMPLE_AGENT: &str = include_str!("../agents/sample.toml");
@@ -28,12 +33,132 @@ pub fn load_spec(path: Option<&Path>) -> anyhow::Result<AgentSpec> {
     }
 }
 
-/// The pipeline app for the agent in `path` (or the sample agent), and where its calls'
-/// reports arrive.
-pub async fn build(
+/// The node's agents: the default one, and more by id, each shared by every tenant
+/// (`DIR/ID.toml`) or one tenant's own (`DIR/TENANT/ID.toml`, which wins for that tenant's
+/// calls). A call names its agent with `X-Vaani-Agent` (or its trunk's `agent`); media streams
+/// and browser calls get the default.
+pub struct AgentSet {
+    default: Arc<PipelineApp>,
+    shared: HashMap<String, Arc<PipelineApp>>,
+    by_tenant: HashMap<(String, String), Arc<PipelineApp>>,
+}
+
+impl AgentSet {
+    fn find(&self, tenant: Option<&str>, id: &str) -> Option<&Arc<PipelineApp>> {
+        tenant
+            .and_then(|t| self.by_tenant.get(&(t.to_string(), id.to_string())))
+            .or_else(|| self.shared.get(id))
+    }
+
+    /// The agent for a call (the default when it names none).
+    fn pick(&self, tenant: Option<&str>, agent: Option<&str>) -> &Arc<PipelineApp> {
+        agent
+            .and_then(|id| self.find(tenant, id))
+            .unwrap_or(&self.default)
+    }
+}
+
+impl SipApp for AgentSet {
+    fn start(&self, info: &CallInfo) -> Box<dyn SipCall> {
+        SipApp::start(
+            self.pick(info.tenant.as_deref(), info.agent.as_deref())
+                .as_ref(),
+            info,
+        )
+    }
+
+    fn has_agent(&self, tenant: Option<&str>, agent: &str) -> bool {
+        self.find(tenant, agent).is_some()
+    }
+}
+
+impl MediaApp for AgentSet {
+    fn start(&self, info: &StartInfo) -> Box<dyn CallHandler> {
+        MediaApp::start(self.default.as_ref(), info)
+    }
+}
+
+/// The default agent (`path`, or the sample agent) and those in `agents_dir`, and where all
+/// their calls' reports arrive.
+pub async fn build_set(
     path: Option<&Path>,
-) -> anyhow::Result<(Arc<PipelineApp>, mpsc::UnboundedReceiver<CallReport>)> {
-    let spec = load_spec(path)?;
+    agents_dir: Option<&Path>,
+) -> anyhow::Result<(Arc<AgentSet>, mpsc::UnboundedReceiver<CallReport>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let default = build(load_spec(path)?, tx.clone()).await?;
+    let mut set = AgentSet {
+        default,
+        shared: HashMap::new(),
+        by_tenant: HashMap::new(),
+    };
+    if let Some(dir) = agents_dir {
+        for (tenant, id, file) in agent_files(dir)? {
+            let spec = AgentSpec::load(&file)
+                .map_err(|e| anyhow::anyhow!("agent {}: {e}", file.display()))?;
+            let app = build(spec, tx.clone()).await?;
+            tracing::info!(agent = %id, tenant = tenant.as_deref().unwrap_or("*"), "agent loaded");
+            match tenant {
+                Some(t) => set.by_tenant.insert((t, id), app),
+                None => set.shared.insert(id, app),
+            };
+        }
+    }
+    Ok((Arc::new(set), rx))
+}
+
+/// `DIR/ID.toml` (shared) and `DIR/TENANT/ID.toml` (a tenant's), sorted; anything else in
+/// `DIR` that looks like an agent but has a bad name is an error, not skipped silently.
+fn agent_files(dir: &Path) -> anyhow::Result<Vec<(Option<String>, String, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    let read = |d: &Path| -> anyhow::Result<Vec<std::path::PathBuf>> {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .with_context(|| format!("reading --agents {}", d.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let stem_id = |p: &Path| -> anyhow::Result<String> {
+        let id = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if !vaani_media::sipnode::admission::valid_agent_id(&id) {
+            anyhow::bail!(
+                "{}: an agent file's name is its id: 1-64 of A-Z a-z 0-9 - _",
+                p.display()
+            );
+        }
+        Ok(id)
+    };
+    for path in read(dir)? {
+        if path.is_dir() {
+            let tenant = path
+                .file_name()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if !vaani_core::tenant::valid_id(&tenant) {
+                anyhow::bail!("{}: not a tenant id", path.display());
+            }
+            for file in read(&path)? {
+                if file.extension().is_some_and(|e| e == "toml") {
+                    out.push((Some(tenant.clone()), stem_id(&file)?, file));
+                }
+            }
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push((None, stem_id(&path)?, path));
+        }
+    }
+    Ok(out)
+}
+
+/// The pipeline app for `spec`, its calls' reports sent to `reports`.
+async fn build(
+    spec: AgentSpec,
+    reports: mpsc::UnboundedSender<CallReport>,
+) -> anyhow::Result<Arc<PipelineApp>> {
     let resolved = spec.resolve();
     let stt =
         EmbeddedStt::load().context("offline speech recogniser (install pocketsphinx-en-us)")?;
@@ -93,7 +218,6 @@ pub async fn build(
     tts.prefetch(&sentences, resolved.settings.tts.voice.as_deref())
         .await
         .context("synthesising the greeting")?;
-    let (tx, rx) = mpsc::unbounded_channel();
     let config = PipelineConfig {
         engines: Engines {
             stt: engines.stt.clone(),
@@ -102,7 +226,7 @@ pub async fn build(
         },
         agent: Arc::new(resolved),
         vad: Arc::new(|| Box::new(WebrtcVad::new(VadMode::Aggressive))),
-        reports: Some(tx),
+        reports: Some(reports),
         runtime: tokio::runtime::Handle::current(),
     };
     tracing::info!(
@@ -112,5 +236,5 @@ pub async fn build(
         tts = engines.tts.name(),
         "agent ready"
     );
-    Ok((Arc::new(PipelineApp { config }), rx))
+    Ok(Arc::new(PipelineApp { config }))
 }

@@ -378,7 +378,7 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
     let script = script_from_args(&raw)?;
     let data = a.data.dir();
     // Where to call, and the call context when it is our own dev node.
-    let (target, headers, call_id) = if a.target == "dev" {
+    let (target, mut headers, call_id) = if a.target == "dev" {
         let info_path = data.join(crate::dev::DEV_INFO_FILE);
         let info: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&info_path).with_context(|| {
@@ -407,6 +407,15 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
     } else {
         (a.target.clone(), Vec::new(), None)
     };
+    if let Some(agent) = &a.agent_id {
+        if !vaani_media::sipnode::admission::valid_agent_id(agent) {
+            anyhow::bail!("--agent-id must be 1-64 of A-Z a-z 0-9 - _");
+        }
+        headers.push((
+            vaani_media::sipnode::admission::AGENT_HEADER.to_string(),
+            agent.clone(),
+        ));
+    }
 
     // Speech: the caller's lines synthesised ahead, the agent's lines as the grammar.
     let tts = EspeakTts::new(
@@ -460,6 +469,7 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
             allow: vec!["127.0.0.0/8".parse()?, "::1/128".parse()?],
             auth: None,
             tenant: None,
+            agent: None,
         }])?,
         admission: AdmissionPolicy {
             token_key: Arc::new(Vec::new()),
@@ -487,6 +497,7 @@ pub async fn run(a: CallArgs) -> anyhow::Result<ExitCode> {
             credentials: None,
             tenant: None,
             call_id: None,
+            agent: None,
             answer_timeout: Duration::from_secs(30),
             headers,
         })

@@ -78,6 +78,10 @@ pub struct DevArgs {
     /// (agents/sample.toml, built in).
     #[arg(long, value_name = "FILE")]
     pub agent: Option<std::path::PathBuf>,
+    /// More agents, by id: `DIR/ID.toml` for every tenant, `DIR/TENANT/ID.toml` for one
+    /// tenant's calls; a call names one with `X-Vaani-Agent` (or its trunk's `agent`).
+    #[arg(long, value_name = "DIR")]
+    pub agents: Option<std::path::PathBuf>,
     /// Concurrent calls this node takes (streams and SIP together); above it, media streams
     /// and SIP INVITEs are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 100)]
@@ -183,6 +187,9 @@ pub struct CallArgs {
     /// The agent spec whose lines the recogniser listens for (default: the sample agent).
     #[arg(long, value_name = "FILE")]
     pub agent: Option<PathBuf>,
+    /// Ask the node for this agent (`X-Vaani-Agent`; `vaani dev --agents DIR` serves them).
+    #[arg(long, value_name = "ID")]
+    pub agent_id: Option<String>,
     /// Transcribe the agent with the open-vocabulary model instead of its lines' grammar.
     #[arg(long)]
     pub open_vocabulary: bool,

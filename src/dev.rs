@@ -62,7 +62,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The app that answers calls: the agent (realtime pipeline) or echo.
     let (agent, reports) = match args.app {
         AppKind::Agent => {
-            let (app, reports) = crate::agent::build(args.agent.as_deref()).await?;
+            let (app, reports) =
+                crate::agent::build_set(args.agent.as_deref(), args.agents.as_deref()).await?;
             (Some(app), Some(reports))
         }
         AppKind::Echo => (None, None),
@@ -667,6 +668,7 @@ fn sip_trunks(args: &DevArgs) -> anyhow::Result<trunks::Trunks> {
         allow: args.sip_allow.clone(),
         auth: None,
         tenant: None,
+        agent: None,
     }];
     if let Some(auth) = sip_auth(args.sip_auth.as_deref(), key)? {
         list.push(trunks::Trunk {
@@ -674,6 +676,7 @@ fn sip_trunks(args: &DevArgs) -> anyhow::Result<trunks::Trunks> {
             allow: Vec::new(),
             auth: Some(auth),
             tenant: None,
+            agent: None,
         });
     }
     Ok(trunks::Trunks::new(list)?)

@@ -242,3 +242,80 @@ fn a_g722_call_gets_the_billing_answer() {
         "{t:?}"
     );
 }
+
+/// Agents by id (`vaani dev --agents DIR`): a call naming `other` with `X-Vaani-Agent` (here
+/// `vaani call --agent-id`) is answered by that agent, not the default; a tenant's own agent
+/// in `DIR/TENANT/` serves that tenant's calls and no other tenant's; an id the node does not
+/// know is refused (404).
+#[test]
+fn calls_name_their_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let agents = dir.path().join("agents");
+    std::fs::create_dir_all(agents.join("demo")).unwrap();
+    let sample = include_str!("../agents/sample.toml");
+    let greeting = |desk: &str| {
+        sample.replace(
+            "greeting = \"Hello, this is Vaani at Acme Telecom.",
+            &format!("greeting = \"Hello, this is the {desk}."),
+        )
+    };
+    let other = greeting("night desk");
+    assert_ne!(
+        other, sample,
+        "the sample's greeting changed: update this test"
+    );
+    let private = greeting("demo team desk");
+    std::fs::write(agents.join("other.toml"), &other).unwrap();
+    std::fs::write(agents.join("demo").join("private.toml"), &private).unwrap();
+    let data = data.to_str().unwrap().to_string();
+    let _dev = start_dev_with(
+        &data,
+        &["--app", "agent", "--agents", agents.to_str().unwrap()],
+    );
+    for (id, file, greeting) in [
+        ("other", agents.join("other.toml"), "night desk"),
+        (
+            "private",
+            agents.join("demo").join("private.toml"),
+            "demo team desk",
+        ),
+    ] {
+        let v = call(
+            &data,
+            &[
+                "--agent-id",
+                id,
+                "--agent",
+                file.to_str().unwrap(),
+                "--dtmf",
+                "9",
+            ],
+        );
+        let t = turns(&v);
+        assert_eq!(t[0].0, "agent");
+        assert!(t[0].1.contains(greeting), "{id}: {t:?}");
+    }
+    // An agent nobody configured, and another tenant asking for demo's own agent: the INVITE
+    // is refused and the call never starts.
+    for (tenant, id) in [("demo", "nobody"), ("acme", "private")] {
+        let out = vaani(&[
+            "call",
+            "dev",
+            "--data",
+            &data,
+            "--json",
+            "--timeout",
+            "20",
+            "--tenant",
+            tenant,
+            "--agent-id",
+            id,
+            "--dtmf",
+            "9",
+        ]);
+        assert!(!out.status.success(), "{tenant}/{id}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("404"), "{tenant}/{id}: {stdout}");
+    }
+}

@@ -27,6 +27,9 @@ use crate::sip::message::Headers;
 const PLIVO_TENANT_HEADER: &str = "X-PH-Vaanitenant";
 const PLIVO_CALL_ID_HEADER: &str = "X-PH-Vaanicallid";
 const PLIVO_TOKEN_HEADER: &str = "X-PH-Vaanitoken";
+/// The agent that should answer (an id the node knows): ours, and as Plivo delivers it.
+pub const AGENT_HEADER: &str = "X-Vaani-Agent";
+const PLIVO_AGENT_HEADER: &str = "X-PH-Vaaniagent";
 
 /// A call-context header in either spelling, trimmed and percent-decoded.
 fn context_header(headers: &Headers, ours: &str, plivo: &str) -> Result<Option<String>, Refusal> {
@@ -64,6 +67,8 @@ pub struct CallContext {
     pub tenant: Option<String>,
     /// Our call id, when the answer webhook sent the call here.
     pub call_id: Option<String>,
+    /// The agent asked for (`X-Vaani-Agent`), if any.
+    pub agent: Option<String>,
 }
 
 /// Why a call was refused (all answered `403`).
@@ -81,6 +86,13 @@ pub enum Refusal {
     TenantMismatch,
     #[error(transparent)]
     Token(#[from] TokenError),
+}
+
+/// Whether `s` is an agent id we accept: 1–64 of `A-Z a-z 0-9 - _` (a file stem).
+pub fn valid_agent_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// Whether `s` is a call id we accept (in `X-Vaani-Call-Id` or `POST /node/calls`).
@@ -107,6 +119,10 @@ impl AdmissionPolicy {
     ) -> Result<CallContext, Refusal> {
         let call_id = context_header(headers, CALL_ID_HEADER, PLIVO_CALL_ID_HEADER)?;
         let token = context_header(headers, TOKEN_HEADER, PLIVO_TOKEN_HEADER)?;
+        let agent = match context_header(headers, AGENT_HEADER, PLIVO_AGENT_HEADER)? {
+            Some(a) if !valid_agent_id(&a) => return Err(Refusal::Malformed),
+            a => a,
+        };
         let tenant = match context_header(headers, TENANT_HEADER, PLIVO_TENANT_HEADER)? {
             Some(t) if !vaani_core::tenant::valid_id(&t) => return Err(Refusal::Malformed),
             Some(t) if trunk_tenant.is_some_and(|tt| tt != t) => {
@@ -122,6 +138,7 @@ impl AdmissionPolicy {
             (None, None) => Ok(CallContext {
                 tenant,
                 call_id: None,
+                agent,
             }),
             (Some(call_id), Some(token)) => {
                 if !valid_id(call_id, MAX_ID_LEN) || token.len() > MAX_TOKEN_LEN {
@@ -132,6 +149,7 @@ impl AdmissionPolicy {
                 Ok(CallContext {
                     tenant: Some(tenant),
                     call_id: Some(call_id.to_string()),
+                    agent,
                 })
             }
             _ => Err(Refusal::Incomplete),
@@ -263,7 +281,8 @@ mod tests {
             policy(false).admit(&headers(""), None, now()).unwrap(),
             CallContext {
                 tenant: Some("demo".into()),
-                call_id: None
+                call_id: None,
+                agent: None
             }
         );
         assert_eq!(
@@ -288,6 +307,32 @@ mod tests {
             ),
             Err(Refusal::NoTenant)
         );
+    }
+
+    #[test]
+    fn the_agent_header_is_read_in_both_spellings() {
+        let ctx = policy(false)
+            .admit(&headers("X-Vaani-Agent: billing-2\r\n"), None, now())
+            .unwrap();
+        assert_eq!(ctx.agent.as_deref(), Some("billing-2"));
+        let ctx = policy(false)
+            .admit(&headers("X-PH-Vaaniagent: sales\r\n"), None, now())
+            .unwrap();
+        assert_eq!(ctx.agent.as_deref(), Some("sales"));
+        assert_eq!(
+            policy(false)
+                .admit(&headers(""), None, now())
+                .unwrap()
+                .agent,
+            None
+        );
+        for bad in ["../x", "a b", "a.b"] {
+            assert_eq!(
+                policy(false).admit(&headers(&format!("X-Vaani-Agent: {bad}\r\n")), None, now()),
+                Err(Refusal::Malformed),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

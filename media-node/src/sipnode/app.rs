@@ -9,6 +9,8 @@ pub struct CallInfo {
     /// Our call id, when the answer webhook sent the call (`X-Vaani-Call-Id`).
     pub call_id: Option<String>,
     pub tenant: Option<String>,
+    /// The agent asked for (`X-Vaani-Agent`, or the trunk's); `None`: the app's default.
+    pub agent: Option<String>,
     /// The SIP Call-ID (for logs).
     pub sip_call_id: String,
 }
@@ -16,6 +18,13 @@ pub struct CallInfo {
 /// Makes one handler per call.
 pub trait SipApp: Send + Sync + 'static {
     fn start(&self, info: &CallInfo) -> Box<dyn SipCall>;
+
+    /// Whether this app can answer a call for `tenant` asking for `agent` (an INVITE asking
+    /// for one it cannot is refused with `404`). Apps without agents take any call.
+    fn has_agent(&self, tenant: Option<&str>, agent: &str) -> bool {
+        let _ = (tenant, agent);
+        true
+    }
 }
 
 /// One call's audio logic.

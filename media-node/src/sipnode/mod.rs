@@ -458,6 +458,8 @@ struct CallEntry {
     hangup: Option<CallEndReason>,
     call_id: Option<String>,
     tenant: Option<String>,
+    /// The agent answering it (for a call placed for its REFER, too).
+    agent: Option<String>,
     started_at: chrono::DateTime<chrono::Utc>,
     /// The TCP connection the call came over (counted in its `calls` while the call lives).
     tcp: Option<Arc<AtomicUsize>>,
@@ -691,7 +693,7 @@ impl Driver {
         ) {
             Admission::Trunk(t) => {
                 tracing::info!(%source, trunk = %t.name, digest = t.auth.is_some(), "INVITE from a trunk");
-                (t.name.clone(), t.tenant.clone())
+                (t.name.clone(), t.tenant.clone(), t.agent.clone())
             }
             Admission::Challenge(challenges) => {
                 tracing::info!(%source, "INVITE challenged (401)");
@@ -729,6 +731,14 @@ impl Driver {
                 return refuse(self, 403, &[]);
             }
         };
+        // The agent the call context names, else its trunk's, else the app's default.
+        let agent = context.agent.clone().or(trunk.2);
+        if let Some(a) = &agent {
+            if !self.config.app.has_agent(context.tenant.as_deref(), a) {
+                tracing::warn!(%source, agent = %a, "INVITE refused: no such agent");
+                return refuse(self, 404, &[("Warning", "399 vaani \"unknown agent\"")]);
+            }
+        }
         // No body: a late offer (RFC 3261 §13.2.1): our 2xx offers, the ACK answers.
         let offer = if invite.body.is_empty() {
             None
@@ -770,6 +780,7 @@ impl Driver {
         let info = CallInfo {
             call_id: context.call_id.clone(),
             tenant: context.tenant.clone(),
+            agent,
             sip_call_id: invite.headers.call_id.clone(),
         };
         tracing::info!(
@@ -788,6 +799,7 @@ impl Driver {
             source: source.to_string(),
             direction: "inbound".into(),
             trunk: Some(trunk.0),
+            agent: info.agent.clone(),
             codec: String::new(),
             rtp_port: port,
             latched: None,
@@ -813,6 +825,7 @@ impl Driver {
                 plan: None,
                 call_id: info.call_id.clone(),
                 tenant: info.tenant.clone(),
+                agent: info.agent.clone(),
                 waiting: Some((reserved, info)),
                 port,
                 sdp_session_id: session_id,

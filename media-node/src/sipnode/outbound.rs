@@ -69,9 +69,11 @@ pub struct DialRequest {
     pub from_user: String,
     /// Digest credentials for a trunk that challenges (401/407).
     pub credentials: Option<Credentials>,
-    /// The call context, like an incoming call's: the tenant and our call id.
+    /// The call context, like an incoming call's: the tenant, our call id and the agent
+    /// (`None`: the app's default).
     pub tenant: Option<String>,
     pub call_id: Option<String>,
+    pub agent: Option<String>,
     /// Cancel the call when it has rung this long.
     pub answer_timeout: Duration,
     /// Extra header fields for the INVITE (e.g. `X-Vaani-Call-Id` / `X-Vaani-Token` when
@@ -109,6 +111,8 @@ pub enum DialError {
     Connect(String),
     #[error("{0} is outside every trunk's networks: not called for a REFER")]
     Untrusted(IpAddr),
+    #[error("no agent {0:?} here")]
+    UnknownAgent(String),
     #[error("the node is draining and places no new calls")]
     Draining,
     #[error("the node is at capacity ({0} calls)")]
@@ -131,6 +135,7 @@ impl DialError {
             | DialError::UnsupportedTransport => StatusCode::BAD_REQUEST,
             DialError::Connect(_) => StatusCode::BAD_GATEWAY,
             DialError::Untrusted(_) => StatusCode::FORBIDDEN,
+            DialError::UnknownAgent(_) => StatusCode::NOT_FOUND,
             DialError::Draining | DialError::Full(_) | DialError::NoPort | DialError::Stopped => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -328,6 +333,11 @@ impl Driver {
             return Err(DialError::Draining);
         }
         let (target, next_hop, route, transport) = plan_target(&req, self.config.outbound_proxy)?;
+        if let Some(a) = &req.agent {
+            if !self.config.app.has_agent(req.tenant.as_deref(), a) {
+                return Err(DialError::UnknownAgent(a.clone()));
+            }
+        }
         let conn_calls = match transport {
             SipTransport::Tcp => match self.tcp.get(&next_hop) {
                 Some(conn) => Some(conn.calls.clone()),
@@ -400,6 +410,7 @@ impl Driver {
         let info = CallInfo {
             call_id: req.call_id.clone(),
             tenant: req.tenant.clone(),
+            agent: req.agent.clone(),
             sip_call_id: sip_call_id.clone(),
         };
         self.config.registry.add(CallRecord {
@@ -410,6 +421,7 @@ impl Driver {
             source: next_hop.to_string(),
             direction: "outbound".into(),
             trunk: None,
+            agent: req.agent.clone(),
             codec: String::new(),
             rtp_port: port,
             latched: None,
@@ -431,6 +443,7 @@ impl Driver {
                 plan: None,
                 call_id: req.call_id.clone(),
                 tenant: req.tenant,
+                agent: req.agent,
                 waiting: Some((reserved, info)),
                 port,
                 sdp_session_id: session_id,
@@ -552,6 +565,7 @@ impl Driver {
                 credentials: None,
                 tenant: entry.tenant.clone(),
                 call_id: entry.call_id.as_ref().map(|id| format!("{id}.transfer")),
+                agent: entry.agent.clone(),
                 answer_timeout: DEFAULT_ANSWER_TIMEOUT,
                 headers: Vec::new(),
             };
@@ -688,6 +702,8 @@ pub struct DialBody {
     pub answer_timeout: Option<u64>,
     /// Digest credentials for a trunk that challenges.
     pub auth: Option<AuthBody>,
+    /// The agent that talks on the call (default: the node's).
+    pub agent: Option<String>,
 }
 
 /// Digest credentials in a [`DialBody`].
@@ -829,7 +845,7 @@ async fn post_call(State(state): State<DialState>, headers: HeaderMap, body: Byt
         Err(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                "body must be JSON: {\"to\":\"sip:...\",\"tenant\":\"...\"} with optional from, call_id, answer_timeout, auth",
+                "body must be JSON: {\"to\":\"sip:...\",\"tenant\":\"...\"} with optional from, call_id, answer_timeout, auth, agent",
             )
         }
     };
@@ -840,6 +856,13 @@ async fn post_call(State(state): State<DialState>, headers: HeaderMap, body: Byt
         if !super::admission::valid_call_id(id) {
             return error(StatusCode::BAD_REQUEST, "bad call_id");
         }
+    }
+    if body
+        .agent
+        .as_deref()
+        .is_some_and(|a| !super::admission::valid_agent_id(a))
+    {
+        return error(StatusCode::BAD_REQUEST, "bad agent id");
     }
     let scope = body.call_id.as_deref().unwrap_or(ANY_CALL);
     if let Err(r) = authorize(&headers, &state.token_key, &body.tenant, scope) {
@@ -858,6 +881,7 @@ async fn post_call(State(state): State<DialState>, headers: HeaderMap, body: Byt
         }),
         tenant: Some(body.tenant),
         call_id: Some(call_id.clone()),
+        agent: body.agent,
         answer_timeout: body
             .answer_timeout
             .map_or(DEFAULT_ANSWER_TIMEOUT, Duration::from_secs),

@@ -34,6 +34,8 @@ pub struct CallRecord {
     pub direction: String,
     /// The trunk an inbound call came from.
     pub trunk: Option<String>,
+    /// The agent answering it, when one was named (else the app's default).
+    pub agent: Option<String>,
     /// `PCMU`, `PCMA`, `G722` or `opus`.
     pub codec: String,
     /// Our RTP port.

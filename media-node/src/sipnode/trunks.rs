@@ -23,6 +23,7 @@
 //! [[trunk]]
 //! name = "exotel-mumbai"
 //! tenant = "acme"                          # calls from it belong to acme
+//! agent = "billing"                        # and are answered by this agent
 //! allow = ["203.0.113.0/24"]               # its signalling addresses
 //!
 //! [[trunk]]
@@ -50,6 +51,8 @@ pub struct Trunk {
     pub auth: Option<DigestVerifier>,
     /// The tenant of its calls (else the call context or the node's default decides).
     pub tenant: Option<String>,
+    /// The agent that answers its calls unless the call context names one.
+    pub agent: Option<String>,
 }
 
 /// What to do with an INVITE.
@@ -88,6 +91,8 @@ pub enum TrunkError {
     BadUser(String),
     #[error("trunk {0:?}: the tenant id is not valid")]
     BadTenant(String),
+    #[error("trunk {0:?}: the agent id must be 1-64 of A-Z a-z 0-9 - _")]
+    BadAgent(String),
     #[error("no trunks: nobody could call the node")]
     Empty,
 }
@@ -99,6 +104,8 @@ struct TrunkSpec {
     name: String,
     #[serde(default)]
     tenant: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
     #[serde(default)]
     allow: Vec<IpNet>,
     #[serde(default)]
@@ -144,6 +151,12 @@ impl Trunks {
                 .is_some_and(|id| !vaani_core::tenant::valid_id(id))
             {
                 return Err(TrunkError::BadTenant(t.name.clone()));
+            }
+            if t.agent
+                .as_deref()
+                .is_some_and(|id| !super::admission::valid_agent_id(id))
+            {
+                return Err(TrunkError::BadAgent(t.name.clone()));
             }
         }
         Ok(Trunks { trunks })
@@ -191,6 +204,7 @@ impl Trunks {
                 allow: spec.allow,
                 auth,
                 tenant: spec.tenant,
+                agent: spec.agent,
             });
         }
         Trunks::new(trunks)
@@ -307,6 +321,7 @@ mod tests {
             [[trunk]]
             name = "carrier"
             tenant = "acme"
+            agent = "billing"
             allow = ["203.0.113.0/24"]
 
             [[trunk]]
@@ -358,6 +373,7 @@ mod tests {
             Admission::Trunk(tr) => {
                 assert_eq!(tr.name, "carrier");
                 assert_eq!(tr.tenant.as_deref(), Some("acme"));
+                assert_eq!(tr.agent.as_deref(), Some("billing"));
             }
             other => panic!("{other:?}"),
         }
@@ -455,6 +471,10 @@ mod tests {
             (
                 "[[trunk]]\nname = \"a\"\nallow = [\"10.0.0.0/8\"]\ntenant = \"no spaces\"\n",
                 "tenant",
+            ),
+            (
+                "[[trunk]]\nname = \"a\"\nallow = [\"10.0.0.0/8\"]\nagent = \"../x\"\n",
+                "agent id",
             ),
             ("", "no trunks"),
         ];

@@ -340,6 +340,7 @@ async fn offer(
     let info = CallInfo {
         call_id: Some(call_id.clone()),
         tenant: Some(tenant.clone()),
+        agent: None,
         sip_call_id: format!("webrtc-{session}"),
     };
     let link = CallLink {
