@@ -755,6 +755,7 @@ mod tests {
                 app: EchoApp.start(&CallInfo {
                     call_id: None,
                     tenant: None,
+                    agent: None,
                     sip_call_id: format!("test-{id}"),
                 }),
                 commands: rx,
