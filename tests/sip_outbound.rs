@@ -124,48 +124,11 @@ fn sipp_uas_answers_over(transport: Transport) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let dev = start_dev_with(data.to_str().unwrap(), &["--rtp-timeout", "2"]);
-    // 3 s of 440 Hz as headerless μ-law for sipp's rtp_stream.
-    let audio = dir.path().join("tone.ul");
-    let ulaw: Vec<u8> = (0..24_000)
-        .map(|i| {
-            let x = 8000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 8000.0).sin();
-            g711::linear_to_ulaw(x as i16)
-        })
-        .collect();
-    std::fs::write(&audio, ulaw).unwrap();
-    let scenario = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/sip/uas_media.xml"
-    ))
-    .unwrap()
-    .replace("@AUDIO_UL@", audio.to_str().unwrap());
-    let sf = dir.path().join("uas.xml");
-    std::fs::write(&sf, scenario).unwrap();
-    let (sip_port, media_port) = (free_even_udp_port(), free_even_udp_port());
-    let (sipp_transport, target_param) = match transport {
-        Transport::Udp => ("u1", ""),
-        Transport::Tcp => ("t1", ";transport=tcp"),
+    let (sipp, sip_port) = start_sipp_uas(dir.path(), "uas_media.xml", transport);
+    let target_param = match transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
     };
-    let sipp = Command::new("sipp")
-        .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1"])
-        .args(["-p", &sip_port.to_string(), "-mi", "127.0.0.1"])
-        .args(["-mp", &media_port.to_string(), "-t", sipp_transport])
-        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sipp");
-    // sipp listens once its port is taken.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let free = |port| match transport {
-        Transport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_ok(),
-        Transport::Tcp => std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-    };
-    while free(sip_port) {
-        assert!(Instant::now() < deadline, "sipp did not bind {sip_port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let dial = Command::new(env!("CARGO_BIN_EXE_vaani"))
         .args([
@@ -184,19 +147,7 @@ fn sipp_uas_answers_over(transport: Transport) {
         .output()
         .unwrap();
     let out = stdout(&dial);
-    let sipp = sipp.wait_with_output().unwrap();
-    assert_eq!(
-        sipp.status.code(),
-        Some(0),
-        "sipp failed:\n{}\n{}",
-        String::from_utf8_lossy(&sipp.stdout)
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        String::from_utf8_lossy(&sipp.stderr)
-    );
+    assert_sipp_ok(sipp);
     assert_eq!(dial.status.code(), Some(0), "{out}\n{dial:?}");
     let mut lines = out.lines();
     let first = lines.next().unwrap();
@@ -228,9 +179,13 @@ fn sipp_uas_answers_over(transport: Transport) {
     assert!(r["rtp_sent"].as_u64().unwrap() >= 140, "{r}");
 }
 
-/// sipp with `scenario` as UAS on a free port (waits until it listens), streaming 3 s of a
-/// 440 Hz tone after the ACK.
-fn start_sipp_uas(dir: &std::path::Path, scenario: &str) -> (std::process::Child, u16) {
+/// sipp with `scenario` as UAS on a free port over `transport` (waits until it listens),
+/// streaming 3 s of a 440 Hz tone after the ACK.
+fn start_sipp_uas(
+    dir: &std::path::Path,
+    scenario: &str,
+    transport: Transport,
+) -> (std::process::Child, u16) {
     let audio = dir.join("tone.ul");
     let ulaw: Vec<u8> = (0..24_000)
         .map(|i| {
@@ -248,18 +203,27 @@ fn start_sipp_uas(dir: &std::path::Path, scenario: &str) -> (std::process::Child
     let sf = dir.join(scenario);
     std::fs::write(&sf, text).unwrap();
     let (sip_port, media_port) = (free_even_udp_port(), free_even_udp_port());
+    let sipp_transport = match transport {
+        Transport::Udp => "u1",
+        Transport::Tcp => "t1",
+    };
     let sipp = Command::new("sipp")
         .args(["-sf", sf.to_str().unwrap(), "-i", "127.0.0.1"])
         .args(["-p", &sip_port.to_string(), "-mi", "127.0.0.1"])
-        .args(["-mp", &media_port.to_string()])
+        .args(["-mp", &media_port.to_string(), "-t", sipp_transport])
         .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run sipp");
+    // sipp listens once its port is taken.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while UdpSocket::bind(("127.0.0.1", sip_port)).is_ok() {
+    let free = |port| match transport {
+        Transport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+        Transport::Tcp => std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+    };
+    while free(sip_port) {
         assert!(Instant::now() < deadline, "sipp did not bind {sip_port}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -290,7 +254,7 @@ fn sipp_takes_a_blind_transfer_and_the_node_leaves() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let dev = start_dev_with(data.to_str().unwrap(), &[]);
-    let (sipp, port) = start_sipp_uas(dir.path(), "uas_refer.xml");
+    let (sipp, port) = start_sipp_uas(dir.path(), "uas_refer.xml", Transport::Udp);
     let call_id = "xfer-1";
     let auth = bearer(&token(&data, "demo", call_id));
     let (status, body) = post(
@@ -551,7 +515,7 @@ fn the_node_carries_out_a_refer_from_the_far_end() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let dev = start_dev_with(data.to_str().unwrap(), &["--rtp-timeout", "5"]);
-    let (target, port) = start_sipp_uas(dir.path(), "uas_media.xml");
+    let (target, port) = start_sipp_uas(dir.path(), "uas_media.xml", Transport::Udp);
     run_sipp_uac(
         dir.path(),
         "uac_refer_in.xml",
