@@ -1205,7 +1205,7 @@ fn in_dialog_peer(source: SocketAddr, transport: &Transport, dialog: &Dialog) ->
 }
 
 /// IPv4-mapped IPv6 addresses as IPv4, so allowlists and peer sets compare alike.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -554,10 +554,11 @@ impl Driver {
     pub(super) fn on_refer_requested(&mut self, now: Instant, call: CallHandle, refer_to: &str) {
         // `Refer-To` is a name-addr (`<sip:…>`) or a bare URI.
         let target = NameAddr::parse(refer_to, false)
-            .map(|n| n.uri.to_string())
+            .map(|n| n.uri)
             .ok_or(DialError::BadTarget);
-        let placed = target.and_then(|to| {
-            self.refer_target_allowed(&to)?;
+        let placed = target.and_then(|uri| {
+            self.refer_target_allowed(&uri)?;
+            let to = uri.to_string();
             let entry = self.calls.get(&call).ok_or(DialError::Stopped)?;
             let request = DialRequest {
                 to,
@@ -598,9 +599,9 @@ impl Driver {
 
     /// Only `sip:` targets at an IP inside a trunk's networks (`--sip-allow`) are called for a
     /// far end's REFER.
-    fn refer_target_allowed(&self, refer_to: &str) -> Result<(), DialError> {
-        let target = match Uri::parse(refer_to.trim()) {
-            Some(Uri::Sip(u)) if !u.secure && u.headers.is_empty() => u,
+    fn refer_target_allowed(&self, target: &Uri) -> Result<(), DialError> {
+        let target = match target {
+            Uri::Sip(u) if !u.secure && u.headers.is_empty() => u,
             _ => return Err(DialError::BadTarget),
         };
         let ip = match &target.host {
@@ -608,12 +609,7 @@ impl Driver {
             Host::V6(a) => IpAddr::V6(*a),
             Host::Name(_) => return Err(DialError::NeedsDns),
         };
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let mut trusted = self.config.trunks.iter().flat_map(|t| &t.allow);
-        if trusted.any(|n| n.contains(&ip)) {
+        if self.config.trunks.trusts(ip) {
             Ok(())
         } else {
             Err(DialError::Untrusted(ip))

@@ -150,18 +150,27 @@ impl Connections {
     }
 }
 
+/// The next connection on `listener` (no delay on its writes); a failed accept (out of file
+/// descriptors, a reset before accept) is retried after 50 ms.
+async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "SIP {what} accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections until the SIP task goes away.
 pub(crate) async fn listen(listener: TcpListener, conns: Connections) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "SIP TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = accept(&listener, "TCP").await;
         match conns.adopt(stream, peer, false).await {
             Ok(_) => tracing::debug!(%peer, "SIP TCP connection"),
             Err(ConnectError::Stopped) => return,
@@ -180,14 +189,7 @@ pub(crate) async fn listen_tls(
 ) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "SIP TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = accept(&listener, "TLS").await;
         if conns.events.is_closed() {
             return;
         }
@@ -195,7 +197,6 @@ pub(crate) async fn listen_tls(
             tracing::warn!(%peer, "SIP TLS connection refused: too many handshakes");
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let (acceptor, conns) = (acceptor.clone(), conns.clone());
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;

@@ -40,6 +40,7 @@ use serde::Deserialize;
 
 use crate::sip::digest::Credentials;
 use crate::sip::digest_server::{authorization_username, DigestVerifier, Verdict};
+use crate::sip::uas::canonical_ip;
 
 /// One trunk.
 #[derive(Debug, Clone)]
@@ -228,6 +229,15 @@ impl Trunks {
         nets
     }
 
+    /// Whether `ip` is inside some trunk's networks.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trunks
+            .iter()
+            .flat_map(|t| &t.allow)
+            .any(|n| n.contains(&ip))
+    }
+
     /// Which trunk an INVITE from `source` comes from (see the module docs). `authorization`
     /// is its `Authorization` value; `now` is unix seconds.
     pub fn admit(
@@ -238,10 +248,7 @@ impl Trunks {
         authorization: Option<&str>,
         now: u64,
     ) -> Admission<'_> {
-        let source = match source {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
-            v4 => v4,
-        };
+        let source = canonical_ip(source);
         if let Some(trunk) = self
             .trunks
             .iter()
